@@ -1,0 +1,54 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ARGS ?=
+TEST_PACKAGES := prometheus prometheus-alertmanager
+
+.PHONY: run test lint typecheck unit tools bench clean
+
+# Debian's python3 has no ensurepip until python3-venv is installed.
+$(BIN)/python:
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+		rm -rf $(VENV); \
+		CI=true scripts/apt-install python3-venv && $(PYTHON) -m venv $(VENV); \
+	}
+	@$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,lint]'
+	@touch $@ $(VENV)/.run-installed
+
+run: $(VENV)/.run-installed
+	@if [ -f apibalance.yml ]; then \
+		exec $(BIN)/apibalance-exporter --config.file apibalance.yml $(ARGS); \
+	else \
+		echo "no apibalance.yml here: starting the demo (simulated accounts of every provider)"; \
+		exec $(BIN)/apibalance-exporter --demo $(ARGS); \
+	fi
+
+tools:
+	@scripts/apt-install $(TEST_PACKAGES)
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.test-installed
+	$(BIN)/mypy
+
+unit: $(VENV)/.test-installed tools
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python bench/bench.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

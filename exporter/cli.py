@@ -1,0 +1,239 @@
+"""Command line: flags in the Prometheus exporter style (SPEC.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import platform
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from exporter import __version__, logs
+from exporter.config import Config, ConfigError, load_config
+from exporter.demo import DEMO_SOURCE, start_demo
+from exporter.engine import Engine
+from exporter.http import DEFAULT_MAX_REQUESTS, Exporter
+from exporter.simulator import Simulator
+from exporter.upstream import Upstream
+
+log = logging.getLogger("exporter")
+
+DEFAULT_CONFIG = "apibalance.yml"
+DEFAULT_LISTEN = ":9877"
+# How long SIGTERM waits for scrapes in flight before closing their connections.
+SHUTDOWN_GRACE_SECONDS = 15.0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="apibalance-exporter",
+        description="Prometheus exporter for the money and quota left on paid API accounts.",
+    )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default=DEFAULT_CONFIG,
+        metavar="PATH",
+        help=f"YAML config file (default {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the config (and --web.config.file), print every problem, exit 0 or 1",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_addresses",
+        action="append",
+        metavar="HOST:PORT",
+        help=f"address to listen on; repeatable (default {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        help="TLS and basic auth, in the Prometheus exporter-toolkit web-config.yml format",
+    )
+    parser.add_argument(
+        "--web.max-requests",
+        dest="max_requests",
+        type=_positive_int,
+        default=DEFAULT_MAX_REQUESTS,
+        metavar="N",
+        help="concurrent /metrics and /probe requests served at once; 503 beyond",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve simulated accounts of every provider type; no config needed",
+    )
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=("debug", "info", "warn", "error"),
+    )
+    parser.add_argument(
+        "--log.format", dest="log_format", default="logfmt", choices=("logfmt", "json")
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"apibalance-exporter, version {__version__} (python {platform.python_version()})",
+    )
+    return parser.parse_args(argv)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_listen_address(text: str) -> tuple[str | None, int]:
+    """`HOST:PORT`, `:PORT` (every interface) or `[IPv6]:PORT`."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"listen address {text!r} is not HOST:PORT")
+    host = host.removeprefix("[").removesuffix("]")
+    return (host or None), int(port_text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.setup("warning" if args.log_level == "warn" else args.log_level, args.log_format)
+    if args.config_check:
+        return check(args)
+    try:
+        addresses = [parse_listen_address(a) for a in args.listen_addresses or [DEFAULT_LISTEN]]
+    except ValueError as error:
+        print(f"apibalance-exporter: {error}", file=sys.stderr)
+        return 2
+    if args.web_config_file:
+        print(
+            "apibalance-exporter: --web.config.file is not supported by this build",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        return asyncio.run(serve(args, addresses))
+    except ConfigError as error:
+        for line in error.lines:
+            print(line, file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"apibalance-exporter: cannot listen: {error.strerror or error}", file=sys.stderr)
+        return 1
+
+
+def check(args: argparse.Namespace) -> int:
+    if args.demo:
+        print(f"{DEMO_SOURCE}: OK, built-in demo accounts")
+        return 0
+    try:
+        config = load_config(args.config_file)
+    except ConfigError as error:
+        for line in error.lines:
+            print(line, file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(config.summary())
+    return 0
+
+
+@dataclass
+class Running:
+    runner: web.AppRunner
+    upstream: Upstream
+    simulator: Simulator | None
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+        await self.upstream.close()
+        if self.simulator is not None:
+            await self.simulator.stop()
+
+
+async def start(
+    args: argparse.Namespace, addresses: Sequence[tuple[str | None, int]]
+) -> tuple[Exporter, Running]:
+    simulator: Simulator | None = None
+    config: Config
+    if args.demo:
+        simulator, config = await start_demo()
+        loader = None
+    else:
+        config_file = args.config_file
+        config = await asyncio.to_thread(load_config, config_file)
+
+        def loader() -> Config:
+            return load_config(config_file)
+
+    for warning in config.warnings:
+        log.warning(warning)
+    upstream = Upstream(config.global_settings.max_concurrency)
+    engine = Engine(config, upstream)
+    exporter = Exporter(engine, loader=loader, max_requests=args.max_requests)
+    runner = web.AppRunner(
+        exporter.app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+    )
+    await runner.setup()
+    running = Running(runner, upstream, simulator)
+    try:
+        for host, port in addresses:
+            site = web.TCPSite(runner, host, port, reuse_address=True)
+            await site.start()
+            log.info("listening", extra={"address": f"{host or ''}:{port}"})
+    except BaseException:
+        await running.close()
+        raise
+    return exporter, running
+
+
+async def serve(args: argparse.Namespace, addresses: Sequence[tuple[str | None, int]]) -> int:
+    exporter, running = await start(args, addresses)
+    log.info(
+        "started",
+        extra={
+            "version": __version__,
+            "config": exporter.engine.config.source,
+            "accounts": str(len(exporter.engine.config.accounts)),
+        },
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[list[str]]] = set()
+
+    def reload_on_signal() -> None:
+        task = loop.create_task(exporter.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_on_signal)
+    try:
+        await stop.wait()
+        log.info("shutting down; finishing scrapes in flight")
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signum)
+        await running.close()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,426 @@
+"""Loading the config file: every problem found at once, each with its file, line and key.
+
+    apibalance.yml:7: accounts[1].provider: unknown provider 'antcaptcha'; known: anticaptcha, ...
+
+Secrets are read here (from `api_key_file`, `api_key_env` or `api_key`), checked, and kept in
+`SecretStr`, so they print as `**********` wherever an account object ends up.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from exporter import logs
+from exporter.providers import PROVIDERS, Provider
+from exporter.settings import AccountSettings, GlobalSettings
+
+MAX_KEY_FILE_BYTES = 64 * 1024
+KEY_SOURCES = frozenset({"api_key_file", "api_key_env", "api_key"})
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    loc: Loc
+    message: str
+    line: int | None = None
+
+    def render(self, source: str) -> str:
+        place = f"{source}:{self.line}" if self.line else source
+        where = format_loc(self.loc)
+        return f"{place}: {where}: {self.message}" if where else f"{place}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Every problem of a config file, each on its own line with its place."""
+
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.source = source
+        self.problems = sorted(problems, key=lambda p: (p.line or 0, format_loc(p.loc)))
+        super().__init__("\n".join(p.render(source) for p in self.problems))
+
+    @property
+    def lines(self) -> list[str]:
+        return [p.render(self.source) for p in self.problems]
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A configured account, resolved: its provider object, key and effective settings."""
+
+    name: str
+    provider: Provider
+    base_url: str
+    timeout: float
+    cache_ttl: float
+    low_balance_usd: float | None
+    settings: AccountSettings
+    api_key: SecretStr = field(repr=False)
+
+    @property
+    def provider_type(self) -> str:
+        return self.provider.type_name
+
+    def same_upstream(self, other: Account) -> bool:
+        """Asks the same upstream the same way (so a reload may keep its cache and counters).
+
+        Thresholds, timeouts and cache lifetimes do not change what the upstream answers; the
+        key does (a rotated key starts afresh, without the old key's auth back-off).
+        """
+        ignored = {"low_balance_usd", "timeout", "cache_ttl"} | KEY_SOURCES
+        return (
+            self.provider_type == other.provider_type
+            and self.base_url == other.base_url
+            and self.api_key.get_secret_value() == other.api_key.get_secret_value()
+            and self.settings.model_dump(exclude=ignored)
+            == other.settings.model_dump(exclude=ignored)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str
+    global_settings: GlobalSettings
+    accounts: tuple[Account, ...]
+    warnings: tuple[str, ...] = ()
+
+    def account(self, name: str) -> Account | None:
+        return next((a for a in self.accounts if a.name == name), None)
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for account in self.accounts:
+            counts[account.provider_type] = counts.get(account.provider_type, 0) + 1
+        by_type = ", ".join(f"{t}: {n}" for t, n in sorted(counts.items())) or "none"
+        return f"{self.source}: OK, {len(self.accounts)} account(s) ({by_type})"
+
+
+class _TopLevel(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+
+    global_settings: GlobalSettings = Field(default_factory=GlobalSettings, alias="global")
+    accounts: list[Any] = []
+
+
+def format_loc(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        problem = Problem((), f"cannot read config file: {error.strerror}")
+        raise ConfigError(source, [problem]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(source, [Problem((), "config file is not UTF-8 text")]) from None
+    config = parse_config(text, source=source, base_dir=Path(path).parent)
+    mode = _mode(path)
+    if mode & 0o077 and any(a.settings.api_key is not None for a in config.accounts):
+        literal = (
+            f"{source}: holds literal api_key values and is readable by group or others "
+            f"(mode {stat.filemode(mode)}); prefer api_key_file or api_key_env, or chmod 600"
+        )
+        return Config(
+            config.source, config.global_settings, config.accounts, (*config.warnings, literal)
+        )
+    return config
+
+
+def _mode(path: str | os.PathLike[str]) -> int:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
+
+
+def parse_config(
+    text: str,
+    *,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate config text; raise `ConfigError` listing every problem found."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        what = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(source, [Problem((), f"invalid YAML: {what}", line)]) from None
+    locator = _Locator(root)
+    duplicates = list(locator.duplicate_keys())
+    try:
+        config = build_config(
+            {} if data is None else data,
+            source=source,
+            base_dir=base_dir,
+            environ=environ,
+            locator=locator,
+        )
+    except ConfigError as error:
+        raise ConfigError(source, [*duplicates, *error.problems]) from None
+    if duplicates:
+        raise ConfigError(source, duplicates)
+    return config
+
+
+def build_config(
+    data: object,
+    *,
+    source: str,
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    locator: _Locator | None = None,
+) -> Config:
+    """Validate already-parsed config data (the demo builds its config this way)."""
+    locator = locator or _Locator(None)
+    problems: list[Problem] = []
+    if not isinstance(data, dict):
+        problems.append(Problem((), "the config must be a mapping with 'global' and 'accounts'", 1))
+        raise ConfigError(source, problems)
+
+    try:
+        top = _TopLevel.model_validate(data)
+    except ValidationError as error:
+        problems.extend(_problems(error, (), locator, model=_TopLevel))
+        raise ConfigError(source, problems) from None
+
+    env = os.environ if environ is None else environ
+    accounts: list[Account] = []
+    names: dict[str, int] = {}
+    for index, raw in enumerate(top.accounts):
+        loc: Loc = ("accounts", index)
+        account, found = _account(raw, loc, top.global_settings, base_dir, env, locator)
+        problems.extend(found)
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if isinstance(name, str):
+            if name in names:
+                problems.append(
+                    locator.problem(
+                        (*loc, "name"),
+                        f"duplicate account name '{name}' (also accounts[{names[name]}]); "
+                        "names must be unique in the file",
+                    )
+                )
+            else:
+                names[name] = index
+        if account is not None:
+            accounts.append(account)
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(source, top.global_settings, tuple(accounts))
+
+
+def _account(
+    raw: object,
+    loc: Loc,
+    global_settings: GlobalSettings,
+    base_dir: Path | None,
+    environ: Mapping[str, str],
+    locator: _Locator,
+) -> tuple[Account | None, list[Problem]]:
+    if not isinstance(raw, dict):
+        return None, [locator.problem(loc, "an account must be a mapping")]
+    provider_type = raw.get("provider")
+    if provider_type is None:
+        return None, [locator.problem(loc, "provider is required")]
+    provider_cls = PROVIDERS.get(provider_type) if isinstance(provider_type, str) else None
+    if provider_cls is None:
+        known = ", ".join(PROVIDERS)
+        hint = _did_you_mean(str(provider_type), PROVIDERS)
+        return None, [
+            locator.problem(
+                (*loc, "provider"), f"unknown provider '{provider_type}'{hint}; known: {known}"
+            )
+        ]
+    try:
+        settings = provider_cls.settings_model.model_validate(raw)
+    except ValidationError as error:
+        return None, _problems(error, loc, locator, model=provider_cls.settings_model)
+
+    problems: list[Problem] = []
+    base_url = settings.base_url or provider_cls.default_base_url
+    if base_url is None:
+        problems.append(locator.problem(loc, f"base_url is required for provider {provider_type}"))
+    key, key_problem = _read_key(settings, base_dir, environ)
+    if key_problem is not None:
+        field_name = next(f for f in sorted(KEY_SOURCES) if getattr(settings, f) is not None)
+        problems.append(locator.problem((*loc, field_name), key_problem))
+    if problems or key is None or base_url is None:
+        return None, problems
+    logs.register_secret(key.get_secret_value())
+    account = Account(
+        name=settings.name,
+        provider=provider_cls(settings, key),
+        base_url=base_url,
+        timeout=settings.timeout if settings.timeout is not None else global_settings.timeout,
+        cache_ttl=(
+            settings.cache_ttl if settings.cache_ttl is not None else global_settings.cache_ttl
+        ),
+        low_balance_usd=settings.low_balance_usd,
+        settings=settings,
+        api_key=key,
+    )
+    return account, []
+
+
+def _read_key(
+    settings: AccountSettings, base_dir: Path | None, environ: Mapping[str, str]
+) -> tuple[SecretStr | None, str | None]:
+    """The account's key, or why it cannot be had. Messages never contain the key."""
+    if settings.api_key is not None:
+        value = settings.api_key.get_secret_value()
+    elif settings.api_key_env is not None:
+        if settings.api_key_env not in environ:
+            return None, f"environment variable {settings.api_key_env} is not set"
+        value = environ[settings.api_key_env]
+    else:
+        assert settings.api_key_file is not None
+        path = settings.api_key_file
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        try:
+            with path.open("rb") as handle:
+                raw = handle.read(MAX_KEY_FILE_BYTES + 1)
+        except OSError as error:
+            return None, f"cannot read {path}: {error.strerror}"
+        if len(raw) > MAX_KEY_FILE_BYTES:
+            return None, f"{path} is larger than 64 KiB; is it really a key file?"
+        try:
+            value = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, f"{path} is not UTF-8 text"
+    value = value.strip()
+    if not value:
+        return None, "the key is empty"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return None, "the key contains control characters or line breaks"
+    return SecretStr(value), None
+
+
+def _did_you_mean(word: str, choices: Iterator[str] | Mapping[str, Any] | Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _problems(
+    error: ValidationError, prefix: Loc, locator: _Locator, *, model: type[BaseModel]
+) -> list[Problem]:
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        loc = _clean_loc(item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            known = _known_keys(model, loc[:-1])
+            message = "unknown key" + _did_you_mean(str(loc[-1]), known)
+        elif item["type"] == "missing":
+            message = "required"
+        problems.append(locator.problem((*prefix, *loc), message))
+    return problems
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> Loc:
+    """Drop pydantic's union-branch markers (`bool`, `SpendingStatsSettings`) from a location."""
+    return tuple(
+        part
+        for part in loc
+        if isinstance(part, int) or not (part[:1].isupper() or part in ("bool", "function-after"))
+    )
+
+
+def _known_keys(model: type[BaseModel], path: Loc) -> list[str]:
+    current: Any = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        info = current.model_fields.get(part) or next(
+            (f for f in current.model_fields.values() if f.alias == part), None
+        )
+        if info is None:
+            return []
+        current = next(
+            (
+                arg
+                for arg in getattr(info.annotation, "__args__", (info.annotation,))
+                if isinstance(arg, type) and issubclass(arg, BaseModel)
+            ),
+            None,
+        )
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or name for name, f in current.model_fields.items()]
+    return []
+
+
+class _Locator:
+    """Finds the line of a key path in the YAML node tree, for error messages."""
+
+    def __init__(self, root: yaml.Node | None) -> None:
+        self._root = root
+
+    def line(self, loc: Loc) -> int | None:
+        node = self._root
+        if node is None:
+            return None
+        best = node.start_mark.line + 1
+        for part in loc:
+            child = self._child(node, part)
+            if child is None:
+                break
+            node = child
+            best = node.start_mark.line + 1
+        return best
+
+    def problem(self, loc: Loc, message: str) -> Problem:
+        return Problem(loc, message, self.line(loc))
+
+    @staticmethod
+    def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            for key, value in node.value:
+                if key.value == part:
+                    # Point at the key for a mapping value: that is where the reader looks.
+                    return key if not isinstance(value, yaml.CollectionNode) else value
+            return None
+        if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            return node.value[part] if part < len(node.value) else None
+        return None
+
+    def duplicate_keys(self) -> Iterator[Problem]:
+        stack: list[tuple[yaml.Node, Loc]] = [(self._root, ())] if self._root else []
+        while stack:
+            node, loc = stack.pop()
+            if isinstance(node, yaml.MappingNode):
+                seen: set[str] = set()
+                for key, value in node.value:
+                    name = str(key.value)
+                    if name in seen:
+                        yield Problem(
+                            (*loc, name),
+                            "duplicate key (YAML would silently keep only the last)",
+                            key.start_mark.line + 1,
+                        )
+                    seen.add(name)
+                    stack.append((value, (*loc, name)))
+            elif isinstance(node, yaml.SequenceNode):
+                stack.extend((item, (*loc, i)) for i, item in enumerate(node.value))

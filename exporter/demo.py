@@ -1,0 +1,169 @@
+"""`--demo`: simulated accounts of every provider type, served through the real provider code.
+
+A `Simulator` on loopback plays each provider; the demo config points one always-healthy
+account per type at it, plus accounts that show what trouble looks like: one below its
+low-balance threshold and burning fast (low-balance and forecast alerts), and two that fail
+now and then with the errors real providers give (a 502 page from a proxy, a 429).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.config import Config, build_config
+from exporter.simulator import NGINX_502, SimAccount, Simulator, delay, respond
+
+DEMO_SOURCE = "<demo>"
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    name: str
+    provider: str
+    sim: SimAccount
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def demo_accounts() -> list[DemoAccount]:
+    def key(name: str) -> str:
+        return f"demo-{name}-key"
+
+    return [
+        DemoAccount(
+            "anticaptcha-main",
+            "anticaptcha",
+            SimAccount(
+                key("anticaptcha-main"),
+                balance=48.0,
+                burn_per_hour=0.9,
+                topup_below=5.0,
+                topup_amount=50.0,
+                captcha_credits=85000,
+                queue_shares={"Recaptcha Proxyless": 0.7, "ImageToText": 0.2},
+            ),
+            {
+                "low_balance_usd": 10,
+                "spending_stats": {"queues": ["Recaptcha Proxyless", "ImageToText"]},
+            },
+        ),
+        DemoAccount(
+            "datalabs-main",
+            "datalabs",
+            SimAccount(key("datalabs-main"), balance=25.0, burn_per_hour=0.4),
+            {"low_balance_usd": 5},
+        ),
+        DemoAccount(
+            "vastcap-main",
+            "vastcap",
+            SimAccount(key("vastcap-main"), balance=10.25, burn_per_hour=0.2),
+            {"low_balance_usd": 2},
+        ),
+        DemoAccount(
+            "decaptcha-main",
+            "decaptcha",
+            SimAccount(key("decaptcha-main"), balance=1250.75, burn_per_hour=6.0),
+            {"low_balance_usd": 100},
+        ),
+        DemoAccount(
+            "ocean-main",
+            "ocean",
+            SimAccount(key("ocean-main"), burn_per_hour=40.0, daily_limit=5000),
+        ),
+        DemoAccount(
+            "twocaptcha-main",
+            "twocaptcha",
+            SimAccount(key("twocaptcha-main"), balance=32.0, burn_per_hour=0.5),
+            {"low_balance_usd": 5},
+        ),
+        DemoAccount(
+            "capsolver-main",
+            "capsolver",
+            SimAccount(
+                key("capsolver-main"),
+                balance=71.5,
+                burn_per_hour=0.8,
+                packages=[
+                    {
+                        "packageId": "65a1f0c2e4b0d7a9c3f1e2d4",
+                        "type": 2,
+                        "title": "reCAPTCHA v2 500K",
+                        "numberOfCalls": 412000,
+                        "status": 1,
+                        "token": "CAP-DEMO-PACKAGE-TOKEN",
+                        "expireTime": 4102444800,
+                    }
+                ],
+            ),
+            {"low_balance_usd": 10},
+        ),
+        DemoAccount(
+            "capmonster-main",
+            "capmonster",
+            SimAccount(key("capmonster-main"), balance=345.678, burn_per_hour=2.0),
+            {"low_balance_usd": 20},
+        ),
+        DemoAccount(
+            "capmonster-low",
+            "capmonster",
+            SimAccount(key("capmonster-low"), balance=3.2, burn_per_hour=1.2),
+            {"low_balance_usd": 5},
+        ),
+        DemoAccount(
+            "twocaptcha-flaky",
+            "twocaptcha",
+            SimAccount(
+                key("twocaptcha-flaky"),
+                balance=18.0,
+                burn_per_hour=0.3,
+                chaos=[(0.15, respond(502, NGINX_502)), (0.05, delay(30))],
+            ),
+            {"low_balance_usd": 5},
+        ),
+        DemoAccount(
+            "ocean-flaky",
+            "ocean",
+            SimAccount(
+                key("ocean-flaky"),
+                burn_per_hour=10.0,
+                chaos=[
+                    (
+                        0.1,
+                        respond(
+                            429,
+                            {"detail": "Too Many Requests"},
+                            headers={"Retry-After": "20"},
+                        ),
+                    )
+                ],
+            ),
+        ),
+    ]
+
+
+async def start_demo(simulator: Simulator | None = None) -> tuple[Simulator, Config]:
+    """Start the simulator on loopback and build the demo config pointing at it."""
+    simulator = simulator or Simulator()
+    accounts = demo_accounts()
+    for account in accounts:
+        simulator.add(account.provider, account.sim)
+    await simulator.start()
+    config = build_config(
+        {
+            # Short enough that a 1 s Prometheus scrape sees values move; Anti-Captcha still
+            # holds its own 30 s minimum.
+            "global": {"timeout": "5s", "cache_ttl": "5s"},
+            "accounts": [
+                {
+                    "name": account.name,
+                    "provider": account.provider,
+                    "api_key": account.sim.key,
+                    "base_url": simulator.base_url(account.provider),
+                    **account.settings,
+                }
+                for account in accounts
+            ],
+        },
+        source=DEMO_SOURCE,
+    )
+    return simulator, config

@@ -1,0 +1,259 @@
+"""Collecting accounts: cache, coalescing, back-off and the scrape budget.
+
+One `AccountState` per configured account remembers the last outcome and the error counts.
+A scrape asks each account for an outcome:
+
+* a successful outcome younger than `cache_ttl` is reused;
+* before `not_before` (the provider's minimum interval, a 429's Retry-After, or the auth
+  back-off) the last outcome, success or failure, is reused and the upstream is left alone;
+* otherwise the scrape joins the account's in-flight collection, or starts one.
+
+The in-flight collection is bounded by the account's `timeout`. Each scrape waits for it only
+within its own budget (SPEC.md); when the last waiting scrape gives up, the collection is
+cancelled, so no upstream request outlives the scrapes that asked for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from exporter.config import Account, Config
+from exporter.model import CollectError, Reading, Reason
+from exporter.upstream import DEFAULT_RETRY_AFTER, Upstream
+
+log = logging.getLogger(__name__)
+
+AUTH_BACKOFF_BASE = 60.0
+AUTH_BACKOFF_CAP = 15 * 60.0
+# Prometheus needs time to receive and store the answer after the exporter has it.
+SCRAPE_TIMEOUT_MARGIN = 0.5
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def wall(self) -> float: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one collection: a reading, or an error."""
+
+    reading: Reading | None
+    error: CollectError | None
+    finished_at: float  # monotonic
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def reason(self) -> Reason | None:
+        return None if self.error is None else self.error.reason
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one scrape shows of one account."""
+
+    account: Account
+    outcome: Outcome
+    errors: Mapping[Reason, int]
+    last_success_wall: float | None
+
+
+def scrape_budget(account_timeout: float, scrape_timeout: float | None) -> float:
+    """How long a scrape may wait for an account (SPEC.md: the scrape budget)."""
+    if scrape_timeout is None or not math.isfinite(scrape_timeout) or scrape_timeout <= 0:
+        return account_timeout
+    # Below 1 s, leaving a fixed 0.5 s would leave nothing; leave half instead.
+    usable = max(scrape_timeout - SCRAPE_TIMEOUT_MARGIN, scrape_timeout / 2)
+    return min(account_timeout, usable)
+
+
+class AccountState:
+    def __init__(self, account: Account, upstream: Upstream, clock: Clock) -> None:
+        self.account = account
+        self._upstream = upstream
+        self._clock = clock
+        self.last: Outcome | None = None
+        self.last_success_wall: float | None = None
+        self.errors: dict[Reason, int] = dict.fromkeys(Reason, 0)
+        self.not_before = -math.inf
+        self.auth_failures = 0
+        self._inflight: asyncio.Task[Outcome] | None = None
+        self._waiters = 0
+
+    def snapshot(self, outcome: Outcome) -> Snapshot:
+        return Snapshot(self.account, outcome, dict(self.errors), self.last_success_wall)
+
+    def reusable(self) -> Outcome | None:
+        """The outcome to show without asking upstream, if the rules say to reuse one."""
+        last = self.last
+        if last is None:
+            return None
+        now = self._clock.monotonic()
+        if last.ok and now - last.finished_at < self.account.cache_ttl:
+            return last
+        if now < self.not_before:
+            return last
+        return None
+
+    async def observe(self, budget: float) -> Outcome:
+        """Join (or start) the in-flight collection and wait for it within `budget`."""
+        # A collection may have finished since the caller checked; its result wins.
+        reused = self.reusable()
+        if reused is not None:
+            return reused
+        task = self._inflight
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._collect())
+            self._inflight = task
+        started = self._clock.monotonic()
+        self._waiters += 1
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout=budget)
+        except TimeoutError:
+            # The collection may still finish for another scrape; this one shows a timeout.
+            error = CollectError(Reason.TIMEOUT, f"no answer within the {budget:.3g}s budget")
+            now = self._clock.monotonic()
+            return Outcome(None, error, now, now - started)
+        finally:
+            self._waiters -= 1
+            if self._waiters == 0 and not task.done():
+                task.cancel()
+
+    async def _collect(self) -> Outcome:
+        account = self.account
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + account.timeout
+        http = self._upstream.for_account(account.base_url, deadline)
+        started = self._clock.monotonic()
+        reading: Reading | None = None
+        error: CollectError | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                reading = await account.provider.fetch(http)
+        except TimeoutError:
+            error = CollectError(Reason.TIMEOUT, f"no answer within {account.timeout:.3g}s")
+        except CollectError as failure:
+            error = failure
+        except asyncio.CancelledError:
+            # Every scrape waiting for this has given up: their budgets ran out.
+            self._record(self._outcome(None, _abandoned(), started))
+            raise
+        except Exception as bug:
+            # A shape the provider code did not foresee. The type is enough to find it; the
+            # message could quote the answer.
+            log.exception("unexpected error reading the answer", extra=self._log_fields())
+            error = CollectError(
+                Reason.INVALID_RESPONSE, f"unexpected answer ({type(bug).__name__})"
+            )
+        finally:
+            self._inflight = None
+        outcome = self._outcome(reading, error, started)
+        self._record(outcome)
+        return outcome
+
+    def _outcome(
+        self, reading: Reading | None, error: CollectError | None, started: float
+    ) -> Outcome:
+        now = self._clock.monotonic()
+        return Outcome(reading, error, now, now - started)
+
+    def _record(self, outcome: Outcome) -> None:
+        previous = self.last
+        self.last = outcome
+        interval_end = outcome.finished_at - outcome.duration + self.account.provider.min_interval
+        error = outcome.error
+        if error is None:
+            self.last_success_wall = self._clock.wall()
+            self.auth_failures = 0
+            self.not_before = interval_end
+            if previous is not None and not previous.ok:
+                log.info("collection recovered", extra=self._log_fields())
+            return
+        self.errors[error.reason] += 1
+        wait = 0.0
+        if error.reason is Reason.AUTH:
+            self.auth_failures += 1
+            wait = min(AUTH_BACKOFF_CAP, AUTH_BACKOFF_BASE * 2 ** (self.auth_failures - 1))
+        elif error.reason is Reason.RATE_LIMITED:
+            wait = error.retry_after if error.retry_after is not None else DEFAULT_RETRY_AFTER
+        self.not_before = max(interval_end, outcome.finished_at + wait)
+        fields = self._log_fields(reason=error.reason.value, cause=error.cause)
+        if wait:
+            fields["retry_in"] = f"{wait:.0f}s"
+        log.warning("collection failed", extra=fields)
+
+    def _log_fields(self, **more: str) -> dict[str, str]:
+        return {"account": self.account.name, "provider": self.account.provider_type, **more}
+
+
+def _abandoned() -> CollectError:
+    return CollectError(Reason.TIMEOUT, "abandoned: every waiting scrape ran out of time")
+
+
+class Engine:
+    """All account states of the running config, and how a scrape collects them."""
+
+    def __init__(self, config: Config, upstream: Upstream, clock: Clock | None = None) -> None:
+        self._upstream = upstream
+        self._clock = clock or SystemClock()
+        self.config = config
+        self.states: dict[str, AccountState] = {}
+        self.apply(config)
+
+    def apply(self, config: Config) -> None:
+        """Switch to a new config; accounts that ask the same upstream the same way keep
+        their cache, counters and back-off. Scrapes in flight finish on the states they hold.
+        """
+        states: dict[str, AccountState] = {}
+        for account in config.accounts:
+            old = self.states.get(account.name)
+            if old is not None and old.account.same_upstream(account):
+                old.account = account
+                states[account.name] = old
+            else:
+                states[account.name] = AccountState(account, self._upstream, self._clock)
+        self.config = config
+        self.states = states
+        self._upstream.set_max_concurrency(config.global_settings.max_concurrency)
+
+    async def collect(
+        self, names: Iterable[str] | None = None, scrape_timeout: float | None = None
+    ) -> list[Snapshot]:
+        states = (
+            list(self.states.values()) if names is None else [self.states[name] for name in names]
+        )
+        outcomes: list[Outcome | None] = [state.reusable() for state in states]
+        pending = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        if pending:
+            fresh = await asyncio.gather(
+                *(
+                    states[i].observe(scrape_budget(states[i].account.timeout, scrape_timeout))
+                    for i in pending
+                )
+            )
+            for i, outcome in zip(pending, fresh, strict=True):
+                outcomes[i] = outcome
+        return [
+            state.snapshot(outcome)
+            for state, outcome in zip(states, outcomes, strict=True)
+            if outcome is not None
+        ]

@@ -1,0 +1,204 @@
+"""The exporter's HTTP endpoints (SPEC.md): /metrics, /probe, /, /-/healthy, /-/ready, /-/reload."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.config import Config, ConfigError
+from exporter.engine import Engine
+from exporter.metrics import AccountCollector, ExporterCollector, ReloadStatus, render
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ConfigLoader = Callable[[], Config]
+SCRAPE_PATHS = frozenset({"/metrics", "/probe"})
+DEFAULT_MAX_REQUESTS = 40
+RUNTIME_COLLECTORS: tuple[Collector, ...] = (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR)
+
+
+class Exporter:
+    """The running exporter: the engine, how to reload its config, and the web application."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        loader: ConfigLoader | None = None,
+        max_requests: int = DEFAULT_MAX_REQUESTS,
+        middlewares: Sequence[Any] = (),
+    ) -> None:
+        self.engine = engine
+        self._loader = loader
+        self._max_requests = max_requests
+        self._active_scrapes = 0
+        self._reload_lock = asyncio.Lock()
+        self.reload_status = ReloadStatus(True, time.time())
+        self._exporter_collector = ExporterCollector(lambda: self.reload_status)
+        self.app = web.Application(middlewares=[*middlewares, self._limit_scrapes])
+        self.app.router.add_get("/", self.landing)
+        self.app.router.add_get("/metrics", self.metrics)
+        self.app.router.add_get("/probe", self.probe)
+        self.app.router.add_get("/-/healthy", self.healthy)
+        self.app.router.add_get("/-/ready", self.ready)
+        self.app.router.add_post("/-/reload", self.reload_endpoint)
+
+    # -- reload ---------------------------------------------------------------------------
+
+    async def reload(self) -> list[str]:
+        """Load the config again; on success apply it. Returns the problems (empty: success)."""
+        if self._loader is None:
+            return []
+        loader = self._loader
+        async with self._reload_lock:
+            try:
+                # Reading key files is blocking I/O; keep it off the event loop.
+                config = await asyncio.to_thread(loader)
+            except ConfigError as error:
+                self.reload_status = ReloadStatus(False, self.reload_status.last_success_timestamp)
+                log.error(
+                    "config reload failed; keeping the running config",
+                    extra={"problems": "; ".join(error.lines)},
+                )
+                return error.lines
+            for warning in config.warnings:
+                log.warning(warning)
+            self.engine.apply(config)
+            self.reload_status = ReloadStatus(True, time.time())
+            log.info("config reloaded", extra={"accounts": str(len(config.accounts))})
+            return []
+
+    async def reload_endpoint(self, request: web.Request) -> web.Response:
+        problems = await self.reload()
+        if problems:
+            return web.Response(
+                status=500, text="config reload failed:\n" + "\n".join(problems) + "\n"
+            )
+        return web.Response(text="config reloaded\n")
+
+    # -- scrapes --------------------------------------------------------------------------
+
+    @web.middleware
+    async def _limit_scrapes(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in SCRAPE_PATHS:
+            return await handler(request)
+        if self._active_scrapes >= self._max_requests:
+            return web.Response(
+                status=503,
+                text=f"too many concurrent scrapes (--web.max-requests={self._max_requests})\n",
+            )
+        self._active_scrapes += 1
+        try:
+            return await handler(request)
+        finally:
+            self._active_scrapes -= 1
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        snapshots = await self.engine.collect(None, scrape_timeout(request))
+        collectors = (AccountCollector(snapshots), self._exporter_collector, *RUNTIME_COLLECTORS)
+        return exposition(request, collectors)
+
+    async def probe(self, request: web.Request) -> web.StreamResponse:
+        if "target" in request.query:
+            return web.Response(
+                status=400,
+                text="this exporter probes configured accounts only: use ?account=NAME\n",
+            )
+        name = request.query.get("account", "")
+        if not name:
+            return web.Response(status=400, text="missing parameter: account\n")
+        if name not in self.engine.states:
+            return web.Response(status=400, text="unknown account (not in the config)\n")
+        snapshots = await self.engine.collect([name], scrape_timeout(request))
+        return exposition(request, (AccountCollector(snapshots),))
+
+    # -- the rest -------------------------------------------------------------------------
+
+    async def healthy(self, request: web.Request) -> web.Response:
+        return web.Response(text="Healthy\n")
+
+    async def ready(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ready\n")
+
+    async def landing(self, request: web.Request) -> web.Response:
+        rows = []
+        for state in self.engine.states.values():
+            last = state.last
+            status = "pending" if last is None else ("up" if last.ok else "down")
+            reason = last.reason.value if last is not None and last.reason is not None else ""
+            success = (
+                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(state.last_success_wall))
+                if state.last_success_wall is not None
+                else "never"
+            )
+            name = html.escape(state.account.name)
+            rows.append(
+                f'<tr><td><a href="/probe?account={name}">{name}</a></td>'
+                f"<td>{html.escape(state.account.provider_type)}</td>"
+                f'<td class="{status}">{status}</td><td>{reason}</td><td>{success}</td></tr>'
+            )
+        page = LANDING_PAGE.format(
+            version=html.escape(__version__),
+            source=html.escape(self.engine.config.source),
+            rows="\n".join(rows) or '<tr><td colspan="5">no accounts configured</td></tr>',
+        )
+        return web.Response(text=page, content_type="text/html")
+
+
+def scrape_timeout(request: web.Request) -> float | None:
+    """Prometheus's scrape timeout for this request, from its header."""
+    value = request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def exposition(request: web.Request, collectors: Sequence[Collector]) -> web.StreamResponse:
+    body, content_type = render(collectors, request.headers.get("Accept"))
+    response = web.Response(body=body, headers={"Content-Type": content_type})
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        response.enable_compression()
+    return response
+
+
+LANDING_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>apibalance-exporter</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: left; }}
+.up {{ color: #1a7f37; }} .down {{ color: #cf222e; }} .pending {{ color: #9a6700; }}
+</style>
+</head>
+<body>
+<h1>apibalance-exporter</h1>
+<p>Version {version}. Prometheus exporter for the money and quota left on paid API accounts.</p>
+<ul>
+<li><a href="/metrics">/metrics</a>: every account, collected now</li>
+<li><a href="/-/healthy">/-/healthy</a> and <a href="/-/ready">/-/ready</a></li>
+</ul>
+<h2>Accounts</h2>
+<p>Config: {source}. Status is that of the last collection; this page asks no provider.</p>
+<table>
+<tr><th>account</th><th>provider</th><th>status</th><th>last error</th><th>last success</th></tr>
+{rows}
+</table>
+</body>
+</html>
+"""

@@ -1,0 +1,105 @@
+"""What a provider reads from its upstream, and the ways a collection can fail."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+
+class Reason(enum.StrEnum):
+    """Why a collection failed. The values are the `reason` label, a fixed set (SPEC.md)."""
+
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    HTTP = "http"
+    AUTH = "auth"
+    RATE_LIMITED = "rate_limited"
+    INVALID_RESPONSE = "invalid_response"
+    PROVIDER_ERROR = "provider_error"
+
+
+class CollectError(Exception):
+    """A failed collection: a reason from the fixed set and a short cause for logs.
+
+    The cause is written by this program (plus, at most, a provider's error *code*); it never
+    carries a URL, a header or a key, so it is safe to log and to show on the landing page.
+    """
+
+    def __init__(
+        self,
+        reason: Reason,
+        cause: str,
+        *,
+        retry_after: float | None = None,
+        transient: bool = False,
+    ) -> None:
+        super().__init__(cause)
+        self.reason = reason
+        self.cause = cause
+        # Seconds the provider asked us to stay away (429 Retry-After).
+        self.retry_after = retry_after
+        # Worth another attempt within the same scrape (connection reset, 502/503/504).
+        self.transient = transient
+
+    def __repr__(self) -> str:
+        return f"CollectError({self.reason.value}, {self.cause!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    credit_type: str
+    pool: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """Spending statistics of one queue (`all` for the account's total)."""
+
+    queue: str
+    hourly_spend_usd: float
+    hourly_tasks: float
+    daily_spend_usd: float
+    daily_tasks: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """Everything one successful collection learnt about an account. Absent means not reported."""
+
+    balance_usd: float | None = None
+    credits: tuple[Credit, ...] = ()
+    daily_limit_remaining: float | None = None
+    daily_limit_reset_seconds: float | None = None
+    spend: tuple[Spend, ...] = field(default=())
+
+
+def finite_number(value: object, what: str, *, minimum: float | None = 0.0) -> float:
+    """A JSON number that is finite (and not below `minimum`), or an invalid_response error.
+
+    JSON booleans are Python ints; they are refused here because `true` is not a balance.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CollectError(Reason.INVALID_RESPONSE, f"{what} is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise CollectError(Reason.INVALID_RESPONSE, f"{what} is not a finite number")
+    if minimum is not None and number < minimum:
+        raise CollectError(Reason.INVALID_RESPONSE, f"{what} is negative")
+    return number
+
+
+def numeric_string(value: object, what: str, *, minimum: float | None = 0.0) -> float:
+    """A number written as a string, possibly with thousands separators ("1,250.75")."""
+    if not isinstance(value, str):
+        raise CollectError(Reason.INVALID_RESPONSE, f"{what} is not a string")
+    text = value.strip().replace(",", "")
+    # float() also accepts "nan", "inf" and "1_000"; a balance string is digits, a dot, a sign.
+    if not text or any(ch not in "0123456789.-+eE" for ch in text):
+        raise CollectError(Reason.INVALID_RESPONSE, f"{what} is not a numeric string")
+    try:
+        number = float(text)
+    except ValueError:
+        raise CollectError(Reason.INVALID_RESPONSE, f"{what} is not a numeric string") from None
+    return finite_number(number, what, minimum=minimum)

@@ -1,0 +1,27 @@
+"""The provider registry: `provider:` in the config names one of these."""
+
+from exporter.providers.anticaptcha import AntiCaptcha
+from exporter.providers.base import Provider
+from exporter.providers.capmonster import CapMonster
+from exporter.providers.capsolver import CapSolver
+from exporter.providers.datalabs import DataLabs
+from exporter.providers.decaptcha import DeCaptcha
+from exporter.providers.ocean import Ocean
+from exporter.providers.twocaptcha import TwoCaptcha
+from exporter.providers.vastcap import VastCap
+
+PROVIDERS: dict[str, type[Provider]] = {
+    provider.type_name: provider
+    for provider in (
+        AntiCaptcha,
+        DataLabs,
+        VastCap,
+        DeCaptcha,
+        Ocean,
+        TwoCaptcha,
+        CapSolver,
+        CapMonster,
+    )
+}
+
+__all__ = ["PROVIDERS", "Provider"]

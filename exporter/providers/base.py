@@ -1,0 +1,89 @@
+"""What every provider module implements, and helpers for reading answers."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Coroutine
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import SecretStr
+
+from exporter.model import CollectError, Reading, Reason
+from exporter.settings import AccountSettings
+from exporter.upstream import AccountHttp, Answer
+
+T = TypeVar("T")
+
+_ERROR_CODE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class Provider(ABC):
+    """One provider type: how to ask for the balance and how to read the answer.
+
+    A subclass sets `type_name` (the config's `provider` and the `provider` label),
+    `default_base_url` (None when the user must give one) and, when it has keys of its own,
+    `settings_model`. Instances are per account and hold that account's key.
+    """
+
+    type_name: ClassVar[str]
+    default_base_url: ClassVar[str | None] = None
+    settings_model: ClassVar[type[AccountSettings]] = AccountSettings
+    # Whatever cache_ttl says, the upstream is not asked more often than this (seconds);
+    # within it, the last result, success or failure, is reused.
+    min_interval: ClassVar[float] = 0.0
+
+    def __init__(self, settings: AccountSettings, api_key: SecretStr) -> None:
+        self.settings = settings
+        self._api_key = api_key
+
+    @property
+    def api_key(self) -> str:
+        return self._api_key.get_secret_value()
+
+    @abstractmethod
+    async def fetch(self, http: AccountHttp) -> Reading:
+        """Ask the upstream and return what it reported, or raise `CollectError`."""
+
+
+def safe_code(value: object) -> str:
+    """A provider's error code, if it looks like one, for the log line; never free text."""
+    if isinstance(value, str) and _ERROR_CODE_RE.match(value):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return "unrecognised error code"
+
+
+def require_object(data: Any, what: str = "body") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise CollectError(Reason.INVALID_RESPONSE, f"{what} is not a JSON object")
+    return data
+
+
+def status_error(answer: Answer) -> CollectError:
+    """The error for a non-2xx answer that carries nothing more specific."""
+    if answer.status in (401, 403):
+        return CollectError(Reason.AUTH, f"HTTP {answer.status}: key rejected")
+    return CollectError(Reason.HTTP, f"HTTP {answer.status}")
+
+
+def json_object(answer: Answer) -> dict[str, Any]:
+    """The JSON object of a 2xx answer; any other status is an error by status alone."""
+    if not answer.ok:
+        raise status_error(answer)
+    return require_object(answer.json())
+
+
+async def all_or_nothing(*calls: Coroutine[Any, Any, T]) -> list[T]:
+    """Run calls of one collection together; the first failure cancels the rest and is raised.
+
+    `asyncio.gather` would leave the other requests running after the collection has failed.
+    """
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(call) for call in calls]
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None
+    return [task.result() for task in tasks]

@@ -1,0 +1,11 @@
+"""DataLabs (seed 000): the anti-captcha protocol at captcha.datalabs.net.
+
+apibalance_balance_usd{provider="datalabs",account="main"} 12.5
+"""
+
+from exporter.providers.antigate import AntigateProvider
+
+
+class DataLabs(AntigateProvider):
+    type_name = "datalabs"
+    default_base_url = "https://captcha.datalabs.net"

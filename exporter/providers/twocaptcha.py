@@ -1,0 +1,11 @@
+"""2Captcha: the anti-captcha protocol (API v2) at api.2captcha.com.
+
+apibalance_balance_usd{provider="twocaptcha",account="main"} 3.2
+"""
+
+from exporter.providers.antigate import AntigateProvider
+
+
+class TwoCaptcha(AntigateProvider):
+    type_name = "twocaptcha"
+    default_base_url = "https://api.2captcha.com"

@@ -1,0 +1,112 @@
+"""Config file models: the shapes every account and the `global` section must have.
+
+Provider modules subclass `AccountSettings` for their own keys; `exporter.config` loads the
+file, picks the model by `provider`, and turns every problem into one located `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    model_validator,
+)
+from yarl import URL
+
+_DURATION_RE = re.compile(
+    r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m(?!s))?(?:(?P<s>\d+)s)?(?:(?P<ms>\d+)ms)?$"
+)
+_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(value: object) -> float:
+    """Prometheus-style duration (`500ms`, `10s`, `5m`, `1h30m`, `0s`) to seconds."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"expected a duration with a unit, like 10s or 500ms; got {value!r}")
+    text = value.strip()
+    match = _DURATION_RE.match(text)
+    if text == "0":
+        return 0.0
+    if not text or match is None:
+        raise ValueError(f"not a duration: {value!r} (use units ms, s, m, h, d, like 10s or 1m30s)")
+    return sum(float(n) * _UNIT_SECONDS[unit] for unit, n in match.groupdict().items() if n)
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be longer than 0s")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
+
+# Account names become the `account` label and the `/probe?account=` value: keep them plain.
+AccountName = Annotated[
+    str,
+    Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"),
+]
+LabelValue = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+def check_base_url(value: str) -> str:
+    """An http(s) origin plus path; no credentials, query or fragment, no trailing slash."""
+    url = URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if url.user is not None or url.password is not None:
+        raise ValueError("must not carry credentials; use api_key_file or api_key_env")
+    if url.query_string or url.fragment:
+        raise ValueError("must not have a query string or fragment")
+    return value.rstrip("/")
+
+
+BaseUrl = Annotated[str, AfterValidator(check_base_url)]
+
+
+class Strict(BaseModel):
+    """Every config model refuses keys it does not know, so typos are errors, not no-ops."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GlobalSettings(Strict):
+    timeout: PositiveDuration = 10.0
+    cache_ttl: Duration = 60.0
+    max_concurrency: int = Field(default=64, ge=1, le=100_000)
+
+
+class AccountSettings(Strict):
+    """Keys common to every provider type."""
+
+    name: AccountName
+    provider: str
+    api_key_file: Path | None = None
+    api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    api_key: SecretStr | None = None
+    base_url: BaseUrl | None = None
+    timeout: PositiveDuration | None = None
+    cache_ttl: Duration | None = None
+    low_balance_usd: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        given = [
+            key
+            for key in ("api_key_file", "api_key_env", "api_key")
+            if getattr(self, key) is not None
+        ]
+        if len(given) != 1:
+            found = ", ".join(given) if given else "none"
+            raise ValueError(
+                f"exactly one of api_key_file, api_key_env, api_key is required (found: {found})"
+            )
+        return self

@@ -1,0 +1,395 @@
+"""Simulated providers: a real HTTP server that speaks each provider's documented API.
+
+`--demo` starts one on loopback and points the demo accounts at it, so the real provider code
+runs end to end; the tests use it as their fake upstream. Every provider lives under its own
+prefix (`http://127.0.0.1:PORT/anticaptcha` is an Anti-Captcha `base_url`), and accounts are
+looked up by key, so a wrong key gets that provider's documented "bad key" answer.
+
+Faults are plain coroutines that may answer in place of the provider (`respond(502, ...)`),
+delay it (`delay(2)`), or misbehave at the socket (`hang()`, `disconnect()`). They can be
+scripted for the next requests of an account or drawn at random with a probability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+Fault = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+ANTIGATE_TYPES = ("anticaptcha", "datalabs", "twocaptcha", "capsolver", "capmonster")
+SECONDS_PER_HOUR = 3600.0
+MAX_REMEMBERED_REQUESTS = 1000
+
+
+def respond(
+    status: int,
+    body: Any = b"",
+    *,
+    headers: dict[str, str] | None = None,
+    content_type: str | None = None,
+) -> Fault:
+    """Answer with this status and body (bytes/str as they are, anything else as JSON)."""
+    if isinstance(body, bytes | str):
+        payload = body.encode() if isinstance(body, str) else body
+        kind = content_type or "text/html"
+    else:
+        payload = json.dumps(body).encode()
+        kind = content_type or "application/json"
+
+    async def fault(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            status=status, body=payload, headers={"Content-Type": kind, **(headers or {})}
+        )
+
+    return fault
+
+
+def delay(seconds: float) -> Fault:
+    """Answer normally, `seconds` late."""
+
+    async def fault(request: web.Request) -> None:
+        await asyncio.sleep(seconds)
+
+    return fault
+
+
+def hang() -> Fault:
+    """Never answer."""
+
+    async def fault(request: web.Request) -> web.StreamResponse:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    return fault
+
+
+def disconnect() -> Fault:
+    """Close the connection without an answer."""
+
+    async def fault(request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        if transport is not None:
+            transport.close()
+        await asyncio.sleep(0.05)
+        return web.Response(status=500)
+
+    return fault
+
+
+NGINX_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+
+
+@dataclass
+class SimAccount:
+    """One simulated account. Money drifts down by `burn_per_hour` from the simulator's start
+    and, with `topup_amount`, jumps back up whenever it would fall below `topup_below`."""
+
+    key: str
+    balance: float = 10.0
+    burn_per_hour: float = 0.0
+    topup_below: float = 0.0
+    topup_amount: float = 0.0
+    # anticaptcha
+    captcha_credits: int | None = None
+    spending: list[dict[str, Any]] | None = None  # fixed getSpendingStats records
+    queue_shares: dict[str, float] = field(default_factory=dict)
+    # capsolver
+    packages: list[dict[str, Any]] | None = None
+    # ocean: credit field -> {"oneTime": n, "recurrent": n}
+    ocean_credits: dict[str, dict[str, float]] | None = None
+    daily_limit: int = 1000
+    # faults: scripted for the next requests, then drawn at random
+    script: deque[Fault] = field(default_factory=deque)
+    chaos: list[tuple[float, Fault]] = field(default_factory=list)
+
+    def then(self, *faults: Fault) -> SimAccount:
+        self.script.extend(faults)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class SeenRequest:
+    provider: str
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Simulator:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        seed: int | None = None,
+    ) -> None:
+        self._clock = clock
+        self._started = clock()
+        self._random = random.Random(seed)
+        self.accounts: dict[str, dict[str, SimAccount]] = {}
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.requests: deque[SeenRequest] = deque(maxlen=MAX_REMEMBERED_REQUESTS)
+        self.in_flight = 0
+        self.app = web.Application(client_max_size=1 << 20, middlewares=[self._count_in_flight])
+        self._routes()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def add(self, provider: str, account: SimAccount) -> SimAccount:
+        self.accounts.setdefault(provider, {})[account.key] = account
+        return account
+
+    def base_url(self, provider: str) -> str:
+        return f"{self.url}/{provider}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        self.url = f"http://{host}:{sockets[0].getsockname()[1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- simulated state ------------------------------------------------------------------
+
+    def hours_elapsed(self) -> float:
+        return max(0.0, self._clock() - self._started) / SECONDS_PER_HOUR
+
+    def balance_of(self, account: SimAccount) -> float:
+        value = account.balance - account.burn_per_hour * self.hours_elapsed()
+        if account.topup_amount > 0 and value < account.topup_below:
+            value += math.ceil((account.topup_below - value) / account.topup_amount) * (
+                account.topup_amount
+            )
+        return round(max(value, 0.0), 6)
+
+    def spending_of(self, account: SimAccount, queue: str | None) -> list[dict[str, Any]]:
+        if account.spending is not None:
+            return account.spending
+        share = 1.0 if queue is None else account.queue_shares.get(queue, 0.0)
+        now = int(self._clock())
+        this_hour = now - now % 3600
+        records = []
+        # 23 complete hours and the current one, which has not ended yet.
+        for start in range(this_hour - 23 * 3600, this_hour + 1, 3600):
+            wobble = 0.75 + 0.5 * ((start // 3600) * 7919 % 100) / 100
+            money = round(account.burn_per_hour * share * wobble, 6)
+            records.append(
+                {
+                    "dateFrom": start,
+                    "dateTill": start + 3599,
+                    "volume": int(money / 0.0015),
+                    "money": money,
+                }
+            )
+        return records
+
+    def ocean_of(self, account: SimAccount) -> dict[str, Any]:
+        used = int(self.hours_elapsed() * account.burn_per_hour)
+        credits = account.ocean_credits or {
+            "credits": {"oneTime": 5000, "recurrent": 20000},
+            "emailCredits": {"oneTime": 800, "recurrent": 2000},
+            "phoneCredits": {"oneTime": 50, "recurrent": 100},
+        }
+        body: dict[str, Any] = {
+            name: {
+                pool: max(0, value - (used if name == "credits" else 0))
+                for pool, value in pools.items()
+            }
+            for name, pools in credits.items()
+        }
+        now = self._clock()
+        body["dailyLimitRateLeft"] = max(
+            0, account.daily_limit - self.calls[("ocean", account.key)]
+        )
+        body["dailyLimitRateSecondsToReset"] = int(86400 - now % 86400)
+        return body
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    @web.middleware
+    async def _count_in_flight(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        self.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+
+    def _routes(self) -> None:
+        for provider in ANTIGATE_TYPES:
+            self.app.router.add_post(f"/{provider}/getBalance", self._antigate_balance)
+        self.app.router.add_post("/anticaptcha/getSpendingStats", self._spending_stats)
+        self.app.router.add_post("/vastcap/getBalance", self._vastcap)
+        self.app.router.add_get("/decaptcha/api/balance", self._decaptcha)
+        self.app.router.add_get("/ocean/v2/credits/balance", self._ocean)
+
+    async def _seen(
+        self, request: web.Request, provider: str, key: str
+    ) -> web.StreamResponse | None:
+        """Bookkeeping and faults shared by every route: a response to send instead, or None."""
+        self.calls[(provider, key)] += 1
+        self.requests.append(
+            SeenRequest(
+                provider,
+                request.method,
+                request.path,
+                request.query_string,
+                dict(request.headers),
+                await request.read(),
+            )
+        )
+        account = self.accounts.get(provider, {}).get(key)
+        if account is None:
+            return None
+        faults: list[Fault] = []
+        if account.script:
+            faults.append(account.script.popleft())
+        else:
+            faults.extend(f for p, f in account.chaos if self._random.random() < p)
+        for fault in faults[:1]:
+            answer = await fault(request)
+            if answer is not None:
+                return answer
+        return None
+
+    async def _client_key(self, request: web.Request) -> str:
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except ValueError:
+            return ""
+        key = body.get("clientKey") if isinstance(body, dict) else None
+        return key if isinstance(key, str) else ""
+
+    async def _antigate_balance(self, request: web.Request) -> web.StreamResponse:
+        provider = request.path.split("/")[1]
+        key = await self._client_key(request)
+        override = await self._seen(request, provider, key)
+        if override is not None:
+            return override
+        account = self.accounts.get(provider, {}).get(key)
+        if account is None:
+            # CapSolver answers errors with HTTP 400; the others with 200.
+            return _antigate_bad_key(status=400 if provider == "capsolver" else 200)
+        body: dict[str, Any] = {"errorId": 0, "balance": self.balance_of(account)}
+        if provider == "anticaptcha" and account.captcha_credits is not None:
+            body["captchaCredits"] = account.captcha_credits
+        if provider == "capsolver":
+            body["packages"] = account.packages or []
+        return web.json_response(body)
+
+    async def _spending_stats(self, request: web.Request) -> web.StreamResponse:
+        key = await self._client_key(request)
+        override = await self._seen(request, "anticaptcha", key)
+        if override is not None:
+            return override
+        account = self.accounts.get("anticaptcha", {}).get(key)
+        if account is None:
+            return _antigate_bad_key(status=200)
+        payload = json.loads(await request.read())
+        queue = payload.get("queue") if isinstance(payload, dict) else None
+        return web.json_response({"errorId": 0, "data": self.spending_of(account, queue)})
+
+    async def _vastcap(self, request: web.Request) -> web.StreamResponse:
+        key = await self._client_key(request)
+        override = await self._seen(request, "vastcap", key)
+        if override is not None:
+            return override
+        account = self.accounts.get("vastcap", {}).get(key)
+        if account is None:
+            return web.json_response(
+                {
+                    "error": {
+                        "errorId": 1,
+                        "errorCode": "ERROR_KEY_DOES_NOT_EXIST",
+                        "errorDescription": "Invalid API key",
+                    }
+                },
+                status=401,
+            )
+        return web.json_response({"balance": self.balance_of(account)})
+
+    async def _decaptcha(self, request: web.Request) -> web.StreamResponse:
+        key = request.headers.get("x-api-key", "")
+        override = await self._seen(request, "decaptcha", key)
+        if override is not None:
+            return override
+        account = self.accounts.get("decaptcha", {}).get(key)
+        if account is None:
+            return web.json_response(
+                {
+                    "isSuccess": False,
+                    "statusCode": 401,
+                    "errorMessage": "Invalid API key",
+                    "data": None,
+                },
+                status=401,
+            )
+        return web.json_response(
+            {
+                "isSuccess": True,
+                "statusCode": 200,
+                "errorMessage": None,
+                "data": f"{self.balance_of(account):,.2f}",
+            }
+        )
+
+    async def _ocean(self, request: web.Request) -> web.StreamResponse:
+        header = request.headers.get("x-api-token")
+        query = request.query.get("apiToken")
+        key = header or query or ""
+        override = await self._seen(request, "ocean", key)
+        if override is not None:
+            return override
+        if header and query and header != query:
+            return web.json_response(
+                {"detail": "Conflicting API tokens provided in query parameters and headers"},
+                status=400,
+            )
+        if not key:
+            return web.json_response(
+                {"detail": "API token should be provided in headers or query parameters"},
+                status=403,
+            )
+        account = self.accounts.get("ocean", {}).get(key)
+        if account is None:
+            return web.json_response(
+                {"detail": "Current API token is not registered in our database"}, status=403
+            )
+        return web.json_response(self.ocean_of(account))
+
+
+def _antigate_bad_key(status: int) -> web.Response:
+    return web.json_response(
+        {
+            "errorId": 1,
+            "errorCode": "ERROR_KEY_DOES_NOT_EXIST",
+            "errorDescription": "Account authorization key not found in the system",
+        },
+        status=status,
+    )

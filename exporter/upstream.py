@@ -1,0 +1,250 @@
+"""Talking to providers: one shared session, bounded concurrency, capped bodies, no redirects.
+
+Every request of a collection goes through `AccountHttp`, which knows the account's base URL
+and the collection's deadline. A provider hands it a *path*, never a URL, so a key can only
+ever travel to the host the user configured; redirects are refused rather than followed with
+the key. Transient failures are retried with jittered back-off while the deadline allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from exporter import __version__
+from exporter.model import CollectError, Reason
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1 << 20
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+MAX_ATTEMPTS = 3
+# Back-off before retry n is about BACKOFF_BASE * 2**n seconds, jittered to +-50 %.
+BACKOFF_BASE = 0.1
+# A retry is pointless if it cannot get this long before the deadline.
+MIN_ATTEMPT_SECONDS = 0.25
+# Connecting is the step that can hang on a dead host while a retry would reach a live one.
+CONNECT_TIMEOUT_SHARE = 0.5
+DEFAULT_RETRY_AFTER = 60.0
+MAX_RETRY_AFTER = 3600.0
+USER_AGENT = f"apibalance-exporter/{__version__}"
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A complete upstream response: status and (capped) body."""
+
+    status: int
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        """The body as JSON; NaN and Infinity literals are refused like any other non-JSON."""
+        try:
+            return json.loads(self.body, parse_constant=_refuse_constant)
+        except (ValueError, UnicodeDecodeError):
+            kind = "HTML" if self.body.lstrip()[:1] == b"<" else "not JSON"
+            raise CollectError(
+                Reason.INVALID_RESPONSE, f"HTTP {self.status} body is {kind}"
+            ) from None
+
+    def json_or_none(self) -> Any:
+        try:
+            return self.json()
+        except CollectError:
+            return None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), bounded."""
+    if not value:
+        return DEFAULT_RETRY_AFTER
+    value = value.strip()
+    seconds: float
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return DEFAULT_RETRY_AFTER
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 1.0), MAX_RETRY_AFTER)
+
+
+class Upstream:
+    """The process-wide HTTP client: one `ClientSession` and the `max_concurrency` bound."""
+
+    def __init__(self, max_concurrency: int) -> None:
+        self._limit = asyncio.Semaphore(max_concurrency)
+        self._max_concurrency = max_concurrency
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=0,  # the semaphore is the bound; a second one here would only queue twice
+                ttl_dns_cache=300,
+                # Scrapes come every 15-60 s; keep connections across them.
+                keepalive_timeout=120,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                # Proxies from the environment would see every key; opt-in is a feature for later.
+                trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                raise_for_status=False,
+            )
+        return self._session
+
+    def set_max_concurrency(self, max_concurrency: int) -> None:
+        if max_concurrency != self._max_concurrency:
+            self._limit = asyncio.Semaphore(max_concurrency)
+            self._max_concurrency = max_concurrency
+
+    @property
+    def limit(self) -> asyncio.Semaphore:
+        return self._limit
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def for_account(self, base_url: str, deadline: float) -> AccountHttp:
+        return AccountHttp(self, base_url, deadline)
+
+
+class AccountHttp:
+    """Requests of one collection of one account: relative to its base URL, within its deadline."""
+
+    def __init__(self, upstream: Upstream, base_url: str, deadline: float) -> None:
+        self._upstream = upstream
+        self._base_url = base_url
+        self.deadline = deadline
+        self.requests = 0
+
+    def _remaining(self) -> float:
+        return self.deadline - asyncio.get_running_loop().time()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        json_body: Any = None,
+    ) -> Answer:
+        url = self._base_url + path
+        data = None if json_body is None else json.dumps(json_body).encode()
+        send_headers = dict(headers or {})
+        if data is not None:
+            send_headers["Content-Type"] = "application/json"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                answer = await self._attempt(method, url, send_headers, data)
+            except CollectError as error:
+                if not self._may_retry(error, attempt):
+                    raise
+                await self._backoff(attempt)
+                continue
+            return answer
+
+    def _may_retry(self, error: CollectError, attempt: int) -> bool:
+        return (
+            error.transient and attempt < MAX_ATTEMPTS and self._remaining() > MIN_ATTEMPT_SECONDS
+        )
+
+    async def _backoff(self, attempt: int) -> None:
+        delay = BACKOFF_BASE * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)  # noqa: S311
+        await asyncio.sleep(max(0.0, min(delay, self._remaining() - MIN_ATTEMPT_SECONDS)))
+
+    async def _attempt(
+        self, method: str, url: str, headers: dict[str, str], data: bytes | None
+    ) -> Answer:
+        remaining = self._remaining()
+        if remaining <= 0:
+            raise CollectError(Reason.TIMEOUT, "no time left in the scrape budget")
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=max(remaining * CONNECT_TIMEOUT_SHARE, 0.05)
+        )
+        async with self._upstream.limit:
+            self.requests += 1
+            try:
+                async with self._upstream.session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=data,
+                    allow_redirects=False,
+                    timeout=timeout,
+                ) as response:
+                    return await self._read(response)
+            except aiohttp.ConnectionTimeoutError:
+                raise CollectError(Reason.CONNECTION, "connect timed out", transient=True) from None
+            except aiohttp.ServerDisconnectedError:
+                raise CollectError(
+                    Reason.CONNECTION, "server closed the connection", transient=True
+                ) from None
+            except aiohttp.ClientPayloadError:
+                raise CollectError(
+                    Reason.CONNECTION, "response body cut short", transient=True
+                ) from None
+            except aiohttp.ClientConnectorError as error:
+                # The OS error text names host and port only, never path, headers or body.
+                raise CollectError(
+                    Reason.CONNECTION,
+                    f"cannot connect: {error.os_error.strerror or 'refused'}",
+                    transient=True,
+                ) from None
+            except aiohttp.ClientResponseError as error:
+                raise CollectError(
+                    Reason.HTTP, f"malformed HTTP response ({error.status})"
+                ) from None
+            except aiohttp.ClientError as error:
+                raise CollectError(
+                    Reason.CONNECTION, type(error).__name__, transient=True
+                ) from None
+
+    async def _read(self, response: aiohttp.ClientResponse) -> Answer:
+        status = response.status
+        if 300 <= status < 400:
+            # Following would hand the key to wherever the redirect points.
+            raise CollectError(Reason.HTTP, f"HTTP {status} redirect refused")
+        if status == 429:
+            raise CollectError(
+                Reason.RATE_LIMITED,
+                "HTTP 429 Too Many Requests",
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        if status in RETRYABLE_STATUSES:
+            raise CollectError(Reason.HTTP, f"HTTP {status}", transient=True)
+        if response.content_length is not None and response.content_length > MAX_BODY_BYTES:
+            raise CollectError(Reason.INVALID_RESPONSE, "body larger than 1 MiB")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise CollectError(Reason.INVALID_RESPONSE, "body larger than 1 MiB")
+            chunks.append(chunk)
+        return Answer(status, b"".join(chunks))

@@ -1,0 +1,75 @@
+"""Typed helpers shared by the tests: config files, exposition parsing, external tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+IN_CI = os.environ.get("CI") == "true"
+
+Labels = frozenset[tuple[str, str]]
+Samples = dict[tuple[str, Labels], float]
+
+
+def write_config(
+    directory: Path, data: Mapping[str, Any] | str, name: str = "apibalance.yml"
+) -> Path:
+    """Write a config file (a mapping is dumped as YAML; text is written as it is)."""
+    path = directory / name
+    text = data if isinstance(data, str) else yaml.safe_dump(dict(data), sort_keys=False)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def account(name: str, provider: str, key: str, base_url: str, **more: Any) -> dict[str, Any]:
+    return {"name": name, "provider": provider, "api_key": key, "base_url": base_url, **more}
+
+
+def samples(exposition: str) -> Samples:
+    """Every sample of a text exposition, keyed by (name, labels)."""
+    found: Samples = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def labels(**pairs: str) -> Labels:
+    return frozenset(pairs.items())
+
+
+def value(found: Samples, name: str, **pairs: str) -> float | None:
+    return found.get((name, labels(**pairs)))
+
+
+def series_of(found: Samples, name: str) -> list[Labels]:
+    return [key[1] for key in found if key[0] == name]
+
+
+def accounts_in(found: Samples, name: str) -> set[str]:
+    return {dict(lbls)["account"] for lbls in series_of(found, name)}
+
+
+def require_tool(name: str) -> str:
+    """The path of an external tool; skip (fail in CI) with the reason when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (make test installs Debian's prometheus packages)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def no_secret_in(texts: Iterable[str | bytes], secret: str) -> None:
+    for text in texts:
+        data = text.encode() if isinstance(text, str) else text
+        assert secret.encode() not in data
