@@ -339,12 +339,8 @@ def _problems(
 
 
 def _clean_loc(loc: tuple[int | str, ...]) -> Loc:
-    """Drop pydantic's union-branch markers (`bool`, `SpendingStatsSettings`) from a location."""
-    return tuple(
-        part
-        for part in loc
-        if isinstance(part, int) or not (part[:1].isupper() or part in ("bool", "function-after"))
-    )
+    """Drop pydantic's markers of validator and union branches from a location."""
+    return tuple(part for part in loc if isinstance(part, int) or not part.startswith("function-"))
 
 
 def _known_keys(model: type[BaseModel], path: Loc) -> list[str]:

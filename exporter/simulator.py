@@ -144,6 +144,7 @@ class Simulator:
         self.calls: Counter[tuple[str, str]] = Counter()
         self.requests: deque[SeenRequest] = deque(maxlen=MAX_REMEMBERED_REQUESTS)
         self.in_flight = 0
+        self.peak_in_flight = 0
         self.app = web.Application(client_max_size=1 << 20, middlewares=[self._count_in_flight])
         self._routes()
         self._runner: web.AppRunner | None = None
@@ -159,7 +160,10 @@ class Simulator:
         return f"{self.url}/{provider}"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # A hanging fault never ends by itself; don't let it hold up the shutdown.
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=0.25
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -236,6 +240,7 @@ class Simulator:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             return await handler(request)
         finally:

@@ -73,3 +73,21 @@ def no_secret_in(texts: Iterable[str | bytes], secret: str) -> None:
     for text in texts:
         data = text.encode() if isinstance(text, str) else text
         assert secret.encode() not in data
+
+
+class FrozenClock:
+    """A clock for the engine that moves only when told (durations 0, fixed timestamps)."""
+
+    def __init__(self, wall: float = 1_700_000_000.0, monotonic: float = 1000.0) -> None:
+        self._wall = wall
+        self._monotonic = monotonic
+
+    def wall(self) -> float:
+        return self._wall
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    def advance(self, seconds: float) -> None:
+        self._wall += seconds
+        self._monotonic += seconds

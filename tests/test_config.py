@@ -1,0 +1,331 @@
+"""Config loading: every refusal names the file, line and key; every problem at once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from exporter.config import ConfigError, load_config, parse_config
+from exporter.settings import parse_duration
+from tests.helpers import write_config
+
+GOOD = """\
+global:
+  timeout: 5s
+  cache_ttl: 0s
+  max_concurrency: 8
+accounts:
+  - name: main
+    provider: anticaptcha
+    api_key: literal-key-123456
+    low_balance_usd: 5
+    spending_stats: {queues: ["Recaptcha Proxyless"]}
+  - name: data
+    provider: ocean
+    api_key_env: OCEAN_TEST_TOKEN
+    timeout: 2s
+    cache_ttl: 5m
+  - name: solver
+    provider: decaptcha
+    api_key_file: keys/decaptcha
+    base_url: https://decaptcha.example.com/
+"""
+
+
+def problems_of(text: str, tmp_path: Path | None = None, **env: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="cfg.yml", base_dir=tmp_path, environ=env)
+    return caught.value.lines
+
+
+def test_good_config_resolves_everything(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "decaptcha").write_text("file-key-abcdef\n")
+    config = parse_config(
+        GOOD, source="cfg.yml", base_dir=tmp_path, environ={"OCEAN_TEST_TOKEN": "env-token-xyz"}
+    )
+    main, data, solver = config.accounts
+    assert config.global_settings.max_concurrency == 8
+    assert (main.timeout, main.cache_ttl, main.low_balance_usd) == (5.0, 0.0, 5.0)
+    assert main.base_url == "https://api.anti-captcha.com"
+    assert main.api_key.get_secret_value() == "literal-key-123456"
+    assert (data.timeout, data.cache_ttl, data.low_balance_usd) == (2.0, 300.0, None)
+    assert data.api_key.get_secret_value() == "env-token-xyz"
+    assert solver.api_key.get_secret_value() == "file-key-abcdef"
+    assert solver.base_url == "https://decaptcha.example.com"
+    assert config.summary() == "cfg.yml: OK, 3 account(s) (anticaptcha: 1, decaptcha: 1, ocean: 1)"
+
+
+def test_keys_never_show_in_reprs(tmp_path: Path) -> None:
+    config = parse_config(GOOD.split("  - name: data")[0], source="cfg.yml")
+    assert "literal-key-123456" not in repr(config)
+    assert "literal-key-123456" not in repr(config.accounts[0].settings)
+
+
+def test_empty_file_is_an_exporter_without_accounts() -> None:
+    assert parse_config("", source="cfg.yml").accounts == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "global:\n  timout: 5s\n",
+            "cfg.yml:2: global.timout: unknown key (did you mean 'timeout'?)",
+        ),
+        ("acounts: []\n", "cfg.yml:1: acounts: unknown key (did you mean 'accounts'?)"),
+        (
+            "global:\n  timeout: 10\n",
+            "cfg.yml:2: global.timeout: expected a duration with a unit, like 10s or 500ms; got 10",
+        ),
+        (
+            "global:\n  timeout: 10 parsecs\n",
+            "cfg.yml:2: global.timeout: not a duration: '10 parsecs'",
+        ),
+        ("global:\n  timeout: 0s\n", "cfg.yml:2: global.timeout: must be longer than 0s"),
+        ("global:\n  cache_ttl: -5s\n", "cfg.yml:2: global.cache_ttl: not a duration: '-5s'"),
+        (
+            "global:\n  max_concurrency: 0\n",
+            "cfg.yml:2: global.max_concurrency: Input should be greater than or equal to 1",
+        ),
+        ("accounts: {}\n", "cfg.yml:1: accounts: Input should be a valid list"),
+        ("- 1\n", "cfg.yml:1: the config must be a mapping with 'global' and 'accounts'"),
+        ("accounts:\n  - just-a-string\n", "cfg.yml:2: accounts[0]: an account must be a mapping"),
+        (
+            "accounts:\n  - name: a\n    api_key: k\n",
+            "cfg.yml:2: accounts[0]: provider is required",
+        ),
+    ],
+)
+def test_refusals_name_their_place(text: str, expected: str) -> None:
+    lines = problems_of(text)
+    assert any(line.startswith(expected) for line in lines), lines
+
+
+def test_unknown_provider_suggests_and_lists() -> None:
+    [line] = problems_of(
+        "accounts:\n  - name: a\n    provider: antcaptcha\n    api_key: kkkkkkkk\n"
+    )
+    assert line.startswith(
+        "cfg.yml:3: accounts[0].provider: unknown provider 'antcaptcha' (did you mean 'anticaptcha'?); known: anticaptcha, "
+    )
+    assert "capmonster" in line
+
+
+ACCOUNT = "accounts:\n  - name: a\n    provider: datalabs\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            "    api_key: kkkkkkkk\n    timout: 1s\n",
+            "cfg.yml:5: accounts[0].timout: unknown key (did you mean 'timeout'?)",
+        ),
+        (
+            "    api_key: kkkkkkkk\n    spending_stats: true\n",
+            "cfg.yml:5: accounts[0].spending_stats: unknown key",
+        ),
+        (
+            "",
+            "cfg.yml:2: accounts[0]: exactly one of api_key_file, api_key_env, api_key is required (found: none)",
+        ),
+        (
+            "    api_key: kkkkkkkk\n    api_key_env: X\n",
+            "cfg.yml:2: accounts[0]: exactly one of api_key_file, api_key_env, api_key is required (found: api_key_env, api_key)",
+        ),
+        (
+            "    api_key_env: NOT_SET_ANYWHERE\n",
+            "cfg.yml:4: accounts[0].api_key_env: environment variable NOT_SET_ANYWHERE is not set",
+        ),
+        (
+            "    api_key_env: 1BAD\n",
+            "cfg.yml:4: accounts[0].api_key_env: String should match pattern",
+        ),
+        (
+            "    api_key_file: /nonexistent/key\n",
+            "cfg.yml:4: accounts[0].api_key_file: cannot read /nonexistent/key: No such file or directory",
+        ),
+        ("    api_key: '   '\n", "cfg.yml:4: accounts[0].api_key: the key is empty"),
+        (
+            '    api_key: "a\\nb"\n',
+            "cfg.yml:4: accounts[0].api_key: the key contains control characters or line breaks",
+        ),
+        (
+            "    api_key: kkkkkkkk\n    base_url: ftp://x\n",
+            "cfg.yml:5: accounts[0].base_url: must be an http:// or https:// URL with a host",
+        ),
+        (
+            "    api_key: kkkkkkkk\n    base_url: https://u:p@x\n",
+            "cfg.yml:5: accounts[0].base_url: must not carry credentials",
+        ),
+        (
+            "    api_key: kkkkkkkk\n    base_url: https://x/?key=1\n",
+            "cfg.yml:5: accounts[0].base_url: must not have a query string or fragment",
+        ),
+        (
+            "    api_key: kkkkkkkk\n    low_balance_usd: -1\n",
+            "cfg.yml:5: accounts[0].low_balance_usd: Input should be greater than or equal to 0",
+        ),
+        (
+            "    api_key: kkkkkkkk\n    timeout: 5\n",
+            "cfg.yml:5: accounts[0].timeout: expected a duration",
+        ),
+    ],
+)
+def test_account_refusals(extra: str, expected: str) -> None:
+    lines = problems_of(ACCOUNT + extra)
+    assert any(line.startswith(expected) for line in lines), lines
+
+
+def test_account_name_rules() -> None:
+    [line] = problems_of(
+        "accounts:\n  - name: 'has space'\n    provider: datalabs\n    api_key: kkkkkkkk\n"
+    )
+    assert line.startswith("cfg.yml:2: accounts[0].name: String should match pattern")
+
+
+def test_key_file_problems(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    unreadable = tmp_path / "unreadable"
+    unreadable.write_text("key-material-1234")
+    unreadable.chmod(0)
+    text = (
+        f"accounts:\n  - name: a\n    provider: datalabs\n    api_key_file: {empty}\n"
+        f"  - name: b\n    provider: datalabs\n    api_key_file: {tmp_path}\n"
+    )
+    if os.geteuid() != 0:  # root reads anything
+        text += f"  - name: c\n    provider: datalabs\n    api_key_file: {unreadable}\n"
+    lines = problems_of(text)
+    assert lines[0] == "cfg.yml:4: accounts[0].api_key_file: the key is empty"
+    assert (
+        lines[1] == f"cfg.yml:7: accounts[1].api_key_file: cannot read {tmp_path}: Is a directory"
+    )
+    if os.geteuid() != 0:
+        assert (
+            lines[2]
+            == f"cfg.yml:10: accounts[2].api_key_file: cannot read {unreadable}: Permission denied"
+        )
+
+
+def test_relative_key_file_is_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("relative-key-42\n")
+    path = write_config(
+        tmp_path, "accounts:\n  - {name: a, provider: datalabs, api_key_file: secret}\n"
+    )
+    assert load_config(path).accounts[0].api_key.get_secret_value() == "relative-key-42"
+
+
+def test_decaptcha_needs_base_url() -> None:
+    [line] = problems_of("accounts:\n  - name: d\n    provider: decaptcha\n    api_key: kkkkkkkk\n")
+    assert line == "cfg.yml:2: accounts[0]: base_url is required for provider decaptcha"
+
+
+def test_duplicate_names() -> None:
+    text = (
+        "accounts:\n"
+        "  - {name: a, provider: datalabs, api_key: kkkkkkkk}\n"
+        "  - {name: a, provider: capmonster, api_key: kkkkkkkk}\n"
+    )
+    [line] = problems_of(text)
+    assert line == (
+        "cfg.yml:3: accounts[1].name: duplicate account name 'a' (also accounts[0]); "
+        "names must be unique in the file"
+    )
+
+
+def test_duplicate_yaml_keys_are_refused() -> None:
+    lines = problems_of("global:\n  timeout: 5s\n  timeout: 6s\n")
+    assert lines == [
+        "cfg.yml:3: global.timeout: duplicate key (YAML would silently keep only the last)"
+    ]
+
+
+def test_spending_stats_queues() -> None:
+    base = "accounts:\n  - name: a\n    provider: anticaptcha\n    api_key: kkkkkkkk\n"
+    lines = problems_of(base + "    spending_stats: {queues: [all]}\n")
+    assert lines[0].startswith("cfg.yml:5: accounts[0].spending_stats.queues: ")
+    assert "'all' is the total" in lines[0]
+    lines = problems_of(base + "    spending_stats: {queues: [a, a]}\n")
+    assert "queues must not repeat" in lines[0]
+    lines = problems_of(base + "    spending_stats: {queue: [a]}\n")
+    assert lines[0].startswith(
+        "cfg.yml:5: accounts[0].spending_stats.queue: unknown key (did you mean 'queues'?)"
+    )
+    lines = problems_of(base + "    spending_stats: yes please\n")
+    assert lines[0].startswith("cfg.yml:5: accounts[0].spending_stats:")
+
+
+def test_yaml_syntax_error_has_a_line() -> None:
+    [line] = problems_of("global:\n  timeout: [5s\naccounts: []\n")
+    assert line.startswith("cfg.yml:3: invalid YAML")
+
+
+def test_every_problem_at_once_in_file_order() -> None:
+    text = (
+        "global:\n"
+        "  timeout: soon\n"
+        "accounts:\n"
+        "  - {name: a, provider: antcaptcha, api_key: kkkkkkkk}\n"
+        "  - {name: b, provider: datalabs}\n"
+        "  - {name: c, provider: ocean, api_key: kkkkkkkk, extra: 1}\n"
+    )
+    lines = problems_of(text)
+    # The global section is validated first; fix it and the accounts are reported together.
+    assert lines == [
+        "cfg.yml:2: global.timeout: not a duration: 'soon' (use units ms, s, m, h, d, like 10s or 1m30s)"
+    ]
+    lines = problems_of(text.replace("soon", "5s"))
+    assert [line.split(":")[1] for line in lines] == ["4", "5", "6"]
+
+
+def test_secret_values_never_reach_messages() -> None:
+    text = "accounts:\n  - name: a\n    provider: datalabs\n    api_key: {nested: super-secret-value}\n"
+    lines = problems_of(text)
+    assert lines
+    assert all("super-secret-value" not in line for line in lines)
+
+
+def test_missing_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "absent.yml")
+    assert caught.value.lines == [
+        f"{tmp_path / 'absent.yml'}: cannot read config file: No such file or directory"
+    ]
+
+
+def test_literal_keys_in_a_readable_file_draw_a_warning(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, "accounts:\n  - {name: a, provider: datalabs, api_key: kkkkkkkk}\n"
+    )
+    assert load_config(path).warnings == ()
+    path.chmod(0o644)
+    [warning] = load_config(path).warnings
+    assert "literal api_key" in warning
+    assert "-rw-r--r--" in warning
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("10s", 10.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("1d", 86400.0),
+        ("0s", 0.0),
+        ("0", 0.0),
+        ("1m30s500ms", 90.5),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "s", "5 s", "1.5s", "-1s", "5ms5s", "1h1h", "10S"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
