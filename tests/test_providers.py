@@ -207,9 +207,12 @@ async def test_anticaptcha_spending_stats_total_and_queues(
     )
     reading = snapshot.outcome.reading
     assert reading is not None
-    expected = dict(
-        hourly_spend_usd=2.25, hourly_tasks=225.0, daily_spend_usd=13.75, daily_tasks=1375.0
-    )
+    expected = {
+        "hourly_spend_usd": 2.25,
+        "hourly_tasks": 225.0,
+        "daily_spend_usd": 13.75,
+        "daily_tasks": 1375.0,
+    }
     assert reading.spend == (
         Spend("all", **expected),
         Spend("Recaptcha Proxyless", **expected),
