@@ -158,8 +158,12 @@ class Running:
     runner: web.AppRunner
     upstream: Upstream
     simulator: Simulator | None
+    closed: bool = False
 
     async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         await self.runner.cleanup()
         await self.upstream.close()
         if self.simulator is not None:
@@ -230,6 +234,9 @@ async def serve(args: argparse.Namespace, addresses: Sequence[tuple[str | None, 
     try:
         await stop.wait()
         log.info("shutting down; finishing scrapes in flight")
+        # Handlers stay installed until the scrapes are done: a second SIGTERM (a supervisor
+        # repeating itself) must not kill the process halfway through its answers.
+        await running.close()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from exporter import logs
 from exporter.providers import PROVIDERS, Provider
@@ -104,11 +104,7 @@ class Config:
         return f"{self.source}: OK, {len(self.accounts)} account(s) ({by_type})"
 
 
-class _TopLevel(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=False)
-
-    global_settings: GlobalSettings = Field(default_factory=GlobalSettings, alias="global")
-    accounts: list[Any] = []
+TOP_LEVEL_KEYS = ("global", "accounts")
 
 
 def format_loc(loc: Loc) -> str:
@@ -198,18 +194,30 @@ def build_config(
         problems.append(Problem((), "the config must be a mapping with 'global' and 'accounts'", 1))
         raise ConfigError(source, problems)
 
+    # Sections are validated independently, so a typo in `global` still lets every account
+    # problem be reported in the same run.
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            hint = _did_you_mean(str(key), TOP_LEVEL_KEYS)
+            problems.append(locator.problem((str(key),), f"unknown key{hint}"))
+    global_settings = GlobalSettings()
     try:
-        top = _TopLevel.model_validate(data)
+        global_settings = GlobalSettings.model_validate(data.get("global") or {})
     except ValidationError as error:
-        problems.extend(_problems(error, (), locator, model=_TopLevel))
-        raise ConfigError(source, problems) from None
+        problems.extend(_problems(error, ("global",), locator, model=GlobalSettings))
+    raw_accounts = data.get("accounts")
+    if raw_accounts is None:
+        raw_accounts = []
+    elif not isinstance(raw_accounts, list):
+        problems.append(locator.problem(("accounts",), "must be a list of accounts"))
+        raw_accounts = []
 
     env = os.environ if environ is None else environ
     accounts: list[Account] = []
     names: dict[str, int] = {}
-    for index, raw in enumerate(top.accounts):
+    for index, raw in enumerate(raw_accounts):
         loc: Loc = ("accounts", index)
-        account, found = _account(raw, loc, top.global_settings, base_dir, env, locator)
+        account, found = _account(raw, loc, global_settings, base_dir, env, locator)
         problems.extend(found)
         name = raw.get("name") if isinstance(raw, dict) else None
         if isinstance(name, str):
@@ -227,7 +235,7 @@ def build_config(
             accounts.append(account)
     if problems:
         raise ConfigError(source, problems)
-    return Config(source, top.global_settings, tuple(accounts))
+    return Config(source, global_settings, tuple(accounts))
 
 
 def _account(

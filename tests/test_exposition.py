@@ -6,8 +6,8 @@ and review the diff.
 
 from __future__ import annotations
 
+import asyncio
 import os
-import subprocess
 from pathlib import Path
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -27,14 +27,17 @@ FROZEN_TIME = 1_700_000_000.0
 def known_answers(simulator: Simulator) -> dict[str, object]:
     """One account of every provider type with fixed answers, and two failing accounts."""
     hours = [
-        {"dateFrom": 1_600_000_000 + i * 3600, "dateTill": 1_600_003_599 + i * 3600, "volume": 1000 + i, "money": 1.5 + i / 100}
+        {
+            "dateFrom": 1_600_000_000 + i * 3600,
+            "dateTill": 1_600_003_599 + i * 3600,
+            "volume": 1000 + i,
+            "money": 1.5 + i / 100,
+        }
         for i in range(24)
     ]
     simulator.add(
         "anticaptcha",
-        SimAccount(
-            "golden-anticaptcha", balance=12.3456, captcha_credits=85000, spending=hours
-        ),
+        SimAccount("golden-anticaptcha", balance=12.3456, captcha_credits=85000, spending=hours),
     )
     simulator.add("datalabs", SimAccount("golden-datalabs", balance=0.0))
     simulator.add("vastcap", SimAccount("golden-vastcap", balance=10.25))
@@ -57,7 +60,17 @@ def known_answers(simulator: Simulator) -> dict[str, object]:
         SimAccount(
             "golden-capsolver",
             balance=1071.5,
-            packages=[{"packageId": "p", "type": 2, "title": "t", "numberOfCalls": 500000, "status": 1, "token": "CAP-TOKEN", "expireTime": 4102444800}],
+            packages=[
+                {
+                    "packageId": "p",
+                    "type": 2,
+                    "title": "t",
+                    "numberOfCalls": 500000,
+                    "status": 1,
+                    "token": "CAP-TOKEN",
+                    "expireTime": 4102444800,
+                }
+            ],
         ),
     )
     simulator.add("capmonster", SimAccount("golden-capmonster", balance=345.678))
@@ -70,7 +83,13 @@ def known_answers(simulator: Simulator) -> dict[str, object]:
 
     return {
         "accounts": [
-            acct("main", "anticaptcha", "golden-anticaptcha", low_balance_usd=5, spending_stats={"queues": ["Recaptcha Proxyless"]}),
+            acct(
+                "main",
+                "anticaptcha",
+                "golden-anticaptcha",
+                low_balance_usd=5,
+                spending_stats={"queues": ["Recaptcha Proxyless"]},
+            ),
             acct("labs", "datalabs", "golden-datalabs", low_balance_usd=1.5),
             acct("vast", "vastcap", "golden-vastcap"),
             acct("de", "decaptcha", "golden-decaptcha", low_balance_usd=100),
@@ -110,17 +129,21 @@ async def test_promtool_accepts_the_full_exposition(
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     body = await response.read()
-    result = subprocess.run(
-        [promtool, "check", "metrics"], input=body, capture_output=True, check=False
+    check = await asyncio.create_subprocess_exec(
+        promtool,
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert result.returncode == 0, (result.stdout, result.stderr)
+    stdout, stderr = await check.communicate(body)
+    assert check.returncode == 0, (stdout, stderr)
     # promtool prints lint findings (missing HELP, bad suffixes ...) even when it exits 0.
-    assert result.stdout + result.stderr == b"", (result.stdout, result.stderr)
+    assert stdout + stderr == b"", (stdout, stderr)
 
 
-async def test_openmetrics_on_request(
-    simulator: Simulator, make_exporter: ExporterFactory
-) -> None:
+async def test_openmetrics_on_request(simulator: Simulator, make_exporter: ExporterFactory) -> None:
     _, client = await make_exporter(known_answers(simulator))
     response = await client.get(
         "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
@@ -128,6 +151,6 @@ async def test_openmetrics_on_request(
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
     text = await response.text()
     assert text.endswith("# EOF\n")
-    families = {f.name: f for f in text_string_to_metric_families(text)}
+    families = {f.name: f for f in text_string_to_metric_families(text)}  # type: ignore[no-untyped-call]
     assert families["apibalance_collect_errors"].type == "counter"
     assert families["apibalance_up"].type == "gauge"

@@ -1,0 +1,216 @@
+"""The real program as a user runs it: flags, --config.check, --demo, SIGHUP, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+
+from exporter import __version__
+from exporter.demo import demo_accounts
+from exporter.providers import PROVIDERS
+from exporter.simulator import SimAccount, Simulator, delay
+from tests.helpers import account, accounts_in, samples, value, write_config
+
+PYTHON = sys.executable
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Running:
+    def __init__(self, process: asyncio.subprocess.Process, url: str) -> None:
+        self.process = process
+        self.url = url
+        self.terminated = False
+
+    def terminate(self) -> None:
+        self.terminated = True
+        self.process.send_signal(signal.SIGTERM)
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session, session.get(self.url + path) as response:
+            return response.status, await response.text()
+
+    async def stop(self) -> tuple[int, str]:
+        if self.process.returncode is None and not self.terminated:
+            self.terminate()
+        _, stderr = await asyncio.wait_for(self.process.communicate(), 30)
+        assert self.process.returncode is not None
+        return self.process.returncode, stderr.decode()
+
+
+@asynccontextmanager
+async def exporter_process(*args: str) -> AsyncIterator[Running]:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        PYTHON,
+        "-m",
+        "exporter",
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    running = Running(process, f"http://127.0.0.1:{port}")
+    try:
+        for _ in range(200):
+            try:
+                if (await running.get("/-/ready"))[0] == 200:
+                    break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+            if process.returncode is not None:
+                raise AssertionError(
+                    f"exporter exited: {(await process.communicate())[1].decode()}"
+                )
+        else:
+            raise AssertionError("exporter did not become ready")
+        yield running
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert f"version {__version__}" in result.stdout
+
+
+def test_config_check_ok(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, {"accounts": [account("a", "datalabs", "kkkkkkkk", "https://x.example")]}
+    )
+    result = run("--config.check", "--config.file", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{path}: OK, 1 account(s) (datalabs: 1)"
+
+
+def test_config_check_reports_every_problem(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        "global:\n  timout: 5s\naccounts:\n  - {name: a, provider: antcaptcha, api_key: kkkkkkkk}\n",
+    )
+    result = run("--config.check", "--config.file", str(path))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{path}:2: global.timout: unknown key (did you mean 'timeout'?)",
+        f"{path}:4: accounts[0].provider: unknown provider 'antcaptcha' (did you mean "
+        "'anticaptcha'?); known: " + ", ".join(PROVIDERS),
+    ]
+    assert "Traceback" not in result.stderr
+    path = write_config(
+        tmp_path,
+        "accounts:\n  - {name: a, provider: antcaptcha, api_key: kkkkkkkk}\n  - {name: b, provider: datalabs}\n",
+    )
+    lines = run("--config.check", "--config.file", str(path)).stderr.splitlines()
+    assert [line.split(": ")[0] for line in lines] == [f"{path}:2", f"{path}:3"]
+
+
+def test_missing_config_is_one_line(tmp_path: Path) -> None:
+    result = run(cwd=tmp_path)
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == "apibalance.yml: cannot read config file: No such file or directory"
+    )
+
+
+def test_bad_listen_address() -> None:
+    result = run("--demo", "--web.listen-address", "localhost")
+    assert result.returncode == 2
+    assert "not HOST:PORT" in result.stderr
+
+
+async def test_demo_serves_every_provider_type() -> None:
+    async with exporter_process("--demo", "--log.format", "json") as running:
+        status, text = await running.get("/metrics")
+        assert status == 200
+        found = samples(text)
+        demo = demo_accounts()
+        healthy = {a.name: a.provider for a in demo if not a.name.endswith("-flaky")}
+        assert set(PROVIDERS) <= set(healthy.values())
+        for name, provider in healthy.items():
+            assert value(found, "apibalance_up", provider=provider, account=name) == 1.0, name
+        assert accounts_in(found, "apibalance_up") == {a.name for a in demo}
+        status, page = await running.get("/")
+        assert "capmonster-low" in page
+        code, stderr = await running.stop()
+    assert code == 0
+    for line in stderr.splitlines():
+        record = json.loads(line)  # --log.format json: every line is JSON
+        assert record["level"] in ("info", "warn")
+        assert "demo-" not in line or "-key" not in line
+
+
+async def test_sighup_reloads_and_sigterm_finishes_scrapes(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    simulator.add("capmonster", SimAccount("first-key-000001", balance=1.0))
+    simulator.add(
+        "capmonster", SimAccount("second-key-00002", balance=2.0, chaos=[(1.0, delay(1.0))])
+    )
+    first = account("first", "capmonster", "first-key-000001", simulator.base_url("capmonster"))
+    second = account(
+        "second", "capmonster", "second-key-00002", simulator.base_url("capmonster"), cache_ttl="0s"
+    )
+    path = write_config(tmp_path, {"accounts": [first]})
+    async with exporter_process("--config.file", str(path)) as running:
+        assert accounts_in(samples((await running.get("/metrics"))[1]), "apibalance_up") == {
+            "first"
+        }
+        write_config(tmp_path, {"accounts": [first, second]})
+        running.process.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            found = samples((await running.get("/metrics"))[1])
+            if accounts_in(found, "apibalance_up") == {"first", "second"}:
+                break
+            await asyncio.sleep(0.05)
+        assert (
+            value(found, "apibalance_balance_usd", provider="capmonster", account="second") == 2.0
+        )
+        # A scrape in flight when SIGTERM arrives still gets its answer.
+        scrape = asyncio.ensure_future(running.get("/metrics"))
+        await asyncio.sleep(0.3)
+        running.terminate()
+        status, text = await scrape
+        assert status == 200
+        assert value(samples(text), "apibalance_up", provider="capmonster", account="second") == 1.0
+        code, stderr = await running.stop()
+    assert code == 0
+    assert 'msg="config reloaded"' in stderr
+    assert "Traceback" not in stderr
+
+
+def test_python_dash_m_and_console_script_agree() -> None:
+    script = Path(PYTHON).parent / "apibalance-exporter"
+    if not script.exists():  # run outside the project's venv
+        return
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=False)
+    assert result.stdout == run("--version").stdout
