@@ -161,3 +161,56 @@ async def test_gzip_when_asked(simulator: Simulator, make_exporter: ExporterFact
     response = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
     assert response.headers.get("Content-Encoding") == "gzip"
     assert "apibalance_up" in await response.text()
+
+
+async def test_concurrent_scrapes_never_duplicate_a_series(
+    simulator: Simulator, make_exporter: ExporterFactory
+) -> None:
+    accounts = []
+    for i in range(10):
+        key = f"parallel-key-{i:04d}"
+        simulator.add("twocaptcha", SimAccount(key, balance=float(i), chaos=[(1.0, delay(0.2))]))
+        accounts.append(
+            account(f"a{i}", "twocaptcha", key, simulator.base_url("twocaptcha"), cache_ttl="0s")
+        )
+    _, client = await make_exporter({"accounts": accounts})
+
+    async def scrape() -> str:
+        response = await client.get("/metrics")
+        assert response.status == 200
+        return await response.text()
+
+    texts = await asyncio.gather(*(scrape() for _ in range(20)))
+    assert sum(simulator.calls.values()) == 10
+    for text in texts:
+        lines = [line for line in text.splitlines() if line.startswith("apibalance_")]
+        assert len(lines) == len(set(lines))
+        series = [line.rsplit(" ", 1)[0] for line in lines]
+        assert len(series) == len(set(series))
+        found = samples(text)
+        for i in range(10):
+            assert value(
+                found, "apibalance_balance_usd", provider="twocaptcha", account=f"a{i}"
+            ) == float(i)
+
+
+async def test_reload_does_not_drop_a_scrape_in_flight(
+    simulator: Simulator, make_exporter: ExporterFactory
+) -> None:
+    simulator.add(
+        "capmonster", SimAccount("inflight-key-0001", balance=9.0, chaos=[(1.0, delay(0.5))])
+    )
+    simulator.add("capmonster", SimAccount("other-key-0000001", balance=1.0))
+    base = simulator.base_url("capmonster")
+    slow = account("slow", "capmonster", "inflight-key-0001", base)
+    other = account("other", "capmonster", "other-key-0000001", base)
+    _, client = await make_exporter({"accounts": [slow, other]})
+    scrape = asyncio.ensure_future(client.get("/metrics"))
+    await asyncio.sleep(0.1)
+    write_config(make_exporter.tmp_path, {"accounts": [other]})
+    assert (await client.post("/-/reload")).status == 200
+    response = await scrape
+    found = samples(await response.text())
+    assert value(found, "apibalance_balance_usd", provider="capmonster", account="slow") == 9.0
+    after = samples(await (await client.get("/metrics")).text())
+    assert accounts_in(after, "apibalance_up") == {"other"}
