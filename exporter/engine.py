@@ -137,6 +137,10 @@ class AccountState:
             self._waiters -= 1
             if self._waiters == 0 and not task.done():
                 task.cancel()
+                # Forget it now, not when it has processed the cancellation: a scrape that
+                # arrives meanwhile must start a collection, not join one that is dying.
+                if self._inflight is task:
+                    self._inflight = None
 
     async def _collect(self) -> Outcome:
         account = self.account
@@ -165,7 +169,8 @@ class AccountState:
                 Reason.INVALID_RESPONSE, f"unexpected answer ({type(bug).__name__})"
             )
         finally:
-            self._inflight = None
+            if self._inflight is asyncio.current_task():
+                self._inflight = None
         outcome = self._outcome(reading, error, started)
         self._record(outcome)
         return outcome

@@ -258,3 +258,19 @@ def test_scrape_budget() -> None:
     assert scrape_budget(10.0, 0.6) == 0.3
     assert scrape_budget(10.0, 0.0) == 10.0
     assert scrape_budget(10.0, float("nan")) == 10.0
+
+
+async def test_a_scrape_arriving_as_the_last_waiter_leaves_starts_afresh(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    simulator.add("datalabs", SimAccount("k-race", balance=2.0, chaos=[(1.0, delay(0.3))]))
+    engine = Engine(
+        config_of(simulator, one(simulator, "datalabs", "k-race", cache_ttl="0s")), upstream
+    )
+    state = engine.states["k-race"]
+    # Awaited inline, so the next line runs before the abandoned collection has processed
+    # its cancellation: exactly when a second scrape can arrive under load.
+    gave_up = await state.observe(0.05)
+    assert gave_up.reason is Reason.TIMEOUT
+    outcome = await state.observe(5.0)
+    assert outcome.ok
