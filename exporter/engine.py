@@ -129,18 +129,27 @@ class AccountState:
         try:
             return await asyncio.wait_for(asyncio.shield(task), timeout=budget)
         except TimeoutError:
-            # The collection may still finish for another scrape; this one shows a timeout.
             error = CollectError(Reason.TIMEOUT, f"no answer within the {budget:.3g}s budget")
             now = self._clock.monotonic()
-            return Outcome(None, error, now, now - started)
+            outcome = Outcome(None, error, now, now - started)
+            if self._waiters == 1 and self._inflight is task:
+                # The last scrape waiting gives up: the collection ends here, as this timeout,
+                # counted in this scrape. With others still waiting it goes on for them.
+                self._abandon(task, outcome)
+            return outcome
         finally:
             self._waiters -= 1
-            if self._waiters == 0 and not task.done():
-                task.cancel()
-                # Forget it now, not when it has processed the cancellation: a scrape that
-                # arrives meanwhile must start a collection, not join one that is dying.
-                if self._inflight is task:
-                    self._inflight = None
+            if self._waiters == 0 and self._inflight is task:
+                # Every waiting scrape went away (clients disconnected, shutdown).
+                self._abandon(task, self._outcome(None, _abandoned(), started))
+
+    def _abandon(self, task: asyncio.Task[Outcome], outcome: Outcome) -> None:
+        """Cancel a collection nobody waits for, and record how it ended."""
+        task.cancel()
+        # Forget it now, not when it has processed the cancellation: a scrape that arrives
+        # meanwhile must start a collection, not join one that is dying.
+        self._inflight = None
+        self._record(outcome)
 
     async def _collect(self) -> Outcome:
         account = self.account
@@ -157,10 +166,6 @@ class AccountState:
             error = CollectError(Reason.TIMEOUT, f"no answer within {account.timeout:.3g}s")
         except CollectError as failure:
             error = failure
-        except asyncio.CancelledError:
-            # Every scrape waiting for this has given up: their budgets ran out.
-            self._record(self._outcome(None, _abandoned(), started))
-            raise
         except Exception as bug:
             # A shape the provider code did not foresee. The type is enough to find it; the
             # message could quote the answer.
@@ -211,7 +216,7 @@ class AccountState:
 
 
 def _abandoned() -> CollectError:
-    return CollectError(Reason.TIMEOUT, "abandoned: every waiting scrape ran out of time")
+    return CollectError(Reason.TIMEOUT, "abandoned: no scrape waits for the answer any more")
 
 
 class Engine:

@@ -1,0 +1,322 @@
+"""The fault suite: every way an upstream can misbehave, for every provider family.
+
+For each fault the scrape answers 200 within its budget, the faulty account is `up 0` with the
+right reason and no balance, every other account is exact, the next scrape works, and the
+canary key of the faulty account appears nowhere: not in logs, expositions or HTTP answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tracemalloc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from exporter import logs
+from exporter.model import Reason
+from exporter.simulator import (
+    Fault,
+    SimAccount,
+    Simulator,
+    endless_body,
+    hang,
+    huge_body,
+    redirect,
+    respond,
+    trickle,
+    truncated_body,
+)
+from exporter.providers import PROVIDERS
+from tests.conftest import AiohttpClient, ExporterFactory
+from tests.helpers import account, require_tool, samples, value, write_config
+
+CANARY = "CANARY-9d1e4c7b2a-KEY"
+SEEN = web.AppKey("seen", list[bytes])
+SCRAPE_TIMEOUT = 2.0  # seconds, as Prometheus would send it: the budget is 1.5 s
+BUDGET_SLACK = 1.5  # loaded CI machines are slow; the point is "bounded", not "fast"
+FAMILIES = ("anticaptcha", "vastcap", "decaptcha", "ocean")
+
+# The documented success answer of each family, with the number under test left open.
+TEMPLATES = {
+    "anticaptcha": '{"errorId": 0, "balance": %s}',
+    "vastcap": '{"balance": %s}',
+    "decaptcha": '{"isSuccess": true, "statusCode": 200, "errorMessage": null, "data": %s}',
+    "ocean": '{"credits": {"oneTime": %s, "recurrent": 1}, "dailyLimitRateLeft": 1, "dailyLimitRateSecondsToReset": 1}',
+}
+# Numbers as each family documents them: DeCaptcha writes its balance as a string.
+BAD_NUMBERS = {
+    "nan": ("NaN", '"NaN"'),
+    "infinity": ("Infinity", '"Infinity"'),
+    "negative": ("-5.5", '"-5.50"'),
+    "string number": ('"12.5"', "12.5"),  # the undocumented type for each family
+    "huge exponent": ("1e999", '"1e999"'),
+}
+
+
+def with_number(family: str, name: str) -> Fault:
+    plain, decaptcha = BAD_NUMBERS[name]
+    body = TEMPLATES[family] % (decaptcha if family == "decaptcha" else plain)
+    return respond(200, body.encode(), content_type="application/json")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    reason: Reason
+    fault: Callable[[str], Fault] | None  # by family; None: the base_url points nowhere
+
+
+CASES = [
+    Case("connection refused", Reason.CONNECTION, None),
+    Case("closed mid-response", Reason.CONNECTION, lambda f: truncated_body()),
+    Case("hang", Reason.TIMEOUT, lambda f: hang()),
+    Case("slow body", Reason.TIMEOUT, lambda f: trickle(0.3)),
+    Case(
+        "500 html",
+        Reason.HTTP,
+        lambda f: respond(500, "<html><body><h1>500 Internal Server Error</h1></body></html>"),
+    ),
+    Case(
+        "429 retry-after",
+        Reason.RATE_LIMITED,
+        lambda f: respond(429, "Too Many Requests", headers={"Retry-After": "120"}),
+    ),
+    Case("401", Reason.AUTH, lambda f: respond(401, "<html>Unauthorized</html>")),
+    Case("403", Reason.AUTH, lambda f: respond(403, {"detail": "Forbidden"})),
+    Case(
+        "non-json",
+        Reason.INVALID_RESPONSE,
+        lambda f: respond(200, "balance: lots", content_type="text/plain"),
+    ),
+    Case(
+        "html 200",
+        Reason.INVALID_RESPONSE,
+        lambda f: respond(200, "<!DOCTYPE html><title>Captive portal</title>"),
+    ),
+    Case("wrong shape", Reason.INVALID_RESPONSE, lambda f: respond(200, {"unexpected": [1, 2]})),
+    *(
+        Case(name, Reason.INVALID_RESPONSE, lambda f, n=name: with_number(f, n))
+        for name in BAD_NUMBERS
+    ),  # type: ignore[misc]
+    Case("64 MiB body", Reason.INVALID_RESPONSE, lambda f: huge_body()),
+    Case("64 MiB announced", Reason.INVALID_RESPONSE, lambda f: huge_body(declare_length=True)),
+    Case("endless body", Reason.INVALID_RESPONSE, lambda f: endless_body()),
+    Case("redirect elsewhere", Reason.HTTP, lambda f: redirect("http://127.0.0.1:1/elsewhere")),
+]
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logs.LogfmtFormatter())
+        self.text: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.text.append(self.format(record))
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[Capture]:
+    capture = Capture()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(capture)
+    root.setLevel(logging.DEBUG)
+    yield capture
+    root.removeHandler(capture)
+    root.setLevel(old_level)
+
+
+@pytest.fixture
+async def elsewhere(aiohttp_client: AiohttpClient) -> TestClient[Any, Any]:
+    """Another host a redirect could point at; it records whatever reaches it."""
+    seen: list[bytes] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(
+            request.method.encode()
+            + request.path_qs.encode()
+            + str(dict(request.headers)).encode()
+            + await request.read()
+        )
+        return web.json_response({"errorId": 0, "balance": 999.0})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    app[SEEN] = seen
+    return await aiohttp_client(app)
+
+
+def healthy_accounts(simulator: Simulator) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """One healthy account of every provider type, each with its own balance."""
+    accounts, balances = [], {}
+    for index, provider in enumerate(PROVIDERS):
+        key = f"healthy-{provider}-key"
+        balance = 10.0 + index
+        simulator.add(provider, SimAccount(key, balance=balance))
+        accounts.append(account(f"ok-{provider}", provider, key, simulator.base_url(provider)))
+        balances[f"ok-{provider}"] = balance
+    return accounts, balances
+
+
+def assert_healthy_exact(found: dict[Any, float], balances: dict[str, float]) -> None:
+    for name, balance in balances.items():
+        provider = name.removeprefix("ok-")
+        assert value(found, "apibalance_up", provider=provider, account=name) == 1.0, name
+        if provider == "ocean":
+            assert (
+                value(
+                    found,
+                    "apibalance_credits",
+                    provider=provider,
+                    account=name,
+                    credit_type="standard",
+                    pool="one_time",
+                )
+                == 5000.0
+            )
+        else:
+            assert (
+                value(found, "apibalance_balance_usd", provider=provider, account=name) == balance
+            ), name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+async def test_fault(
+    case: Case,
+    family: str,
+    simulator: Simulator,
+    make_exporter: ExporterFactory,
+    captured_logs: Capture,
+    elsewhere: TestClient[Any, Any],
+) -> None:
+    accounts, balances = healthy_accounts(simulator)
+    if case.fault is None:
+        base_url = "http://127.0.0.1:1"  # nothing listens on port 1
+    else:
+        fault = case.fault(family)
+        if case.name == "redirect elsewhere":
+            fault = redirect(str(elsewhere.make_url("/steal")))
+        simulator.add(family, SimAccount(CANARY, chaos=[(1.0, fault)]))
+        base_url = simulator.base_url(family)
+    accounts.append(account("faulty", family, CANARY, base_url, cache_ttl="0s"))
+    _, client = await make_exporter({"accounts": accounts})
+    headers = {"X-Prometheus-Scrape-Timeout-Seconds": str(SCRAPE_TIMEOUT)}
+    answers: list[str] = []
+
+    loop = asyncio.get_running_loop()
+    tracemalloc.start()
+    try:
+        started = loop.time()
+        response = await client.get("/metrics", headers=headers)
+        text = await response.text()
+        elapsed = loop.time() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    answers.append(text)
+    assert response.status == 200
+    assert elapsed < SCRAPE_TIMEOUT - 0.5 + BUDGET_SLACK, elapsed
+    # A 64 MiB or endless body must not be held in memory.
+    assert peak < 16 << 20, peak
+
+    found = samples(text)
+    assert value(found, "apibalance_up", provider=family, account="faulty") == 0.0
+    assert (
+        value(
+            found,
+            "apibalance_collect_errors_total",
+            provider=family,
+            account="faulty",
+            reason=case.reason.value,
+        )
+        == 1.0
+    )
+    assert (
+        sum(
+            v
+            for (n, lbls), v in found.items()
+            if n == "apibalance_collect_errors_total" and ("account", "faulty") in lbls
+        )
+        == 1.0
+    )
+    assert value(found, "apibalance_balance_usd", provider=family, account="faulty") is None
+    assert not [k for k in found if k[0] == "apibalance_credits" and ("account", "faulty") in k[1]]
+    assert_healthy_exact(found, balances)
+
+    # The process lives: the next scrape works, and the landing page and probe answer.
+    again = await client.get("/metrics", headers=headers)
+    assert again.status == 200
+    answers.append(await again.text())
+    assert_healthy_exact(samples(answers[-1]), balances)
+    for path in ("/", "/probe?account=faulty"):
+        page = await client.get(path, headers=headers)
+        assert page.status == 200
+        answers.append(await page.text())
+
+    for text in [*answers, *captured_logs.text]:
+        assert CANARY not in text
+    assert elsewhere.app[SEEN] == []
+
+
+async def test_promtool_accepts_the_exposition_during_every_fault_at_once(
+    simulator: Simulator, make_exporter: ExporterFactory
+) -> None:
+    promtool = require_tool("promtool")
+    accounts, balances = healthy_accounts(simulator)
+    for index, case in enumerate(CASES):
+        if case.fault is None:
+            accounts.append(
+                account(f"faulty-{index}", "datalabs", f"faulty-key-{index}", "http://127.0.0.1:1")
+            )
+            continue
+        family = FAMILIES[index % len(FAMILIES)]
+        key = f"faulty-key-{index}"
+        simulator.add(family, SimAccount(key, chaos=[(1.0, case.fault(family))]))
+        accounts.append(account(f"faulty-{index}", family, key, simulator.base_url(family)))
+    _, client = await make_exporter({"accounts": accounts})
+    response = await client.get("/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "2"})
+    body = await response.read()
+    found = samples(body.decode())
+    assert_healthy_exact(found, balances)
+    for index, case in enumerate(CASES):
+        up = [
+            v
+            for (n, lbls), v in found.items()
+            if n == "apibalance_up" and ("account", f"faulty-{index}") in lbls
+        ]
+        assert up == [0.0], case.name
+    check = await asyncio.create_subprocess_exec(
+        promtool,
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await check.communicate(body)
+    assert check.returncode == 0, stderr
+    assert stdout + stderr == b""
+
+
+async def test_a_failed_reload_never_shows_the_keys(
+    simulator: Simulator, make_exporter: ExporterFactory, captured_logs: Capture
+) -> None:
+    accounts, _ = healthy_accounts(simulator)
+    accounts.append(account("canary", "datalabs", CANARY, simulator.base_url("datalabs")))
+    _, client = await make_exporter({"accounts": accounts})
+    broken = [*accounts[:-1], {**accounts[-1], "provider": "datalabz", "api_kee": CANARY}]
+    write_config(make_exporter.tmp_path, {"accounts": broken})
+    response = await client.post("/-/reload")
+    assert response.status == 500
+    text = await response.text()
+    assert "unknown provider 'datalabz'" in text
+    assert CANARY not in text
+    assert all(CANARY not in line for line in captured_logs.text)
