@@ -12,6 +12,7 @@ import logging
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from exporter import logs
 from exporter.model import Reason
+from exporter.providers import PROVIDERS
 from exporter.simulator import (
     Fault,
     SimAccount,
@@ -32,7 +34,6 @@ from exporter.simulator import (
     trickle,
     truncated_body,
 )
-from exporter.providers import PROVIDERS
 from tests.conftest import AiohttpClient, ExporterFactory
 from tests.helpers import account, require_tool, samples, value, write_config
 
@@ -59,7 +60,7 @@ BAD_NUMBERS = {
 }
 
 
-def with_number(family: str, name: str) -> Fault:
+def with_number(name: str, family: str) -> Fault:
     plain, decaptcha = BAD_NUMBERS[name]
     body = TEMPLATES[family] % (decaptcha if family == "decaptcha" else plain)
     return respond(200, body.encode(), content_type="application/json")
@@ -100,10 +101,7 @@ CASES = [
         lambda f: respond(200, "<!DOCTYPE html><title>Captive portal</title>"),
     ),
     Case("wrong shape", Reason.INVALID_RESPONSE, lambda f: respond(200, {"unexpected": [1, 2]})),
-    *(
-        Case(name, Reason.INVALID_RESPONSE, lambda f, n=name: with_number(f, n))
-        for name in BAD_NUMBERS
-    ),  # type: ignore[misc]
+    *(Case(name, Reason.INVALID_RESPONSE, partial(with_number, name)) for name in BAD_NUMBERS),
     Case("64 MiB body", Reason.INVALID_RESPONSE, lambda f: huge_body()),
     Case("64 MiB announced", Reason.INVALID_RESPONSE, lambda f: huge_body(declare_length=True)),
     Case("endless body", Reason.INVALID_RESPONSE, lambda f: endless_body()),
