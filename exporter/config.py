@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import stat
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,13 +267,26 @@ def _account(
         return None, _problems(error, loc, locator, model=provider_cls.settings_model)
 
     problems: list[Problem] = []
-    base_url = settings.base_url or provider_cls.default_base_url
+    base_url = provider_cls.upstream_url(settings)
+    url_setting = provider_cls.url_setting
     if base_url is None:
-        problems.append(locator.problem(loc, f"base_url is required for provider {provider_type}"))
+        problems.append(
+            locator.problem(
+                loc, f"{format_loc(url_setting)} is required for provider {provider_type}"
+            )
+        )
     key, key_problem = _read_key(settings, base_dir, environ)
     if key_problem is not None:
         field_name = next(f for f in sorted(KEY_SOURCES) if getattr(settings, f) is not None)
         problems.append(locator.problem((*loc, field_name), key_problem))
+    elif key is not None and base_url is not None and _key_in_url(key, base_url):
+        # A key pasted into the URL would travel in every request line and land in proxy logs.
+        problems.append(
+            locator.problem(
+                (*loc, *url_setting),
+                "contains the account's key; keys go only in headers or the request body",
+            )
+        )
     if problems or key is None or base_url is None:
         return None, problems
     logs.register_secret(key.get_secret_value())
@@ -323,6 +337,11 @@ def _read_key(
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
         return None, "the key contains control characters or line breaks"
     return SecretStr(value), None
+
+
+def _key_in_url(key: SecretStr, url: str) -> bool:
+    secret = key.get_secret_value()
+    return secret in url or secret in urllib.parse.unquote(url)
 
 
 def _did_you_mean(word: str, choices: Iterator[str] | Mapping[str, Any] | Sequence[str]) -> str:

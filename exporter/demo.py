@@ -23,6 +23,17 @@ class DemoAccount:
     provider: str
     sim: SimAccount
     settings: dict[str, Any] = field(default_factory=dict)
+    # The simulated API that answers it, when not its provider's own (http_json accounts).
+    api: str | None = None
+
+    def upstream(self, simulator: Simulator) -> dict[str, Any]:
+        """The keys pointing the account at the simulator: `base_url`, or for an account with
+        a `request` (http_json) its `request.url`, given here relative to the simulated API."""
+        prefix = simulator.base_url(self.api or self.provider)
+        request = self.settings.get("request")
+        if request is None:
+            return {"base_url": prefix}
+        return {"request": {**request, "url": prefix + request["url"]}}
 
 
 def demo_accounts() -> list[DemoAccount]:
@@ -110,6 +121,21 @@ def demo_accounts() -> list[DemoAccount]:
             {"low_balance_usd": 5},
         ),
         DemoAccount(
+            "sms-gateway",
+            "http_json",
+            SimAccount(key("sms-gateway"), balance=86.4, burn_per_hour=0.6),
+            {
+                "low_balance_usd": 20,
+                "request": {
+                    "url": "/v2/balance",
+                    "headers": {"Authorization": "Bearer {api_key}"},
+                },
+                "values": {"balance_usd": "data.balance"},
+                "error": "errors[0].code",
+            },
+            api="telnyx",
+        ),
+        DemoAccount(
             "twocaptcha-flaky",
             "twocaptcha",
             SimAccount(
@@ -146,7 +172,7 @@ async def start_demo(simulator: Simulator | None = None) -> tuple[Simulator, Con
     simulator = simulator or Simulator()
     accounts = demo_accounts()
     for account in accounts:
-        simulator.add(account.provider, account.sim)
+        simulator.add(account.api or account.provider, account.sim)
     await simulator.start()
     config = build_config(
         {
@@ -158,8 +184,8 @@ async def start_demo(simulator: Simulator | None = None) -> tuple[Simulator, Con
                     "name": account.name,
                     "provider": account.provider,
                     "api_key": account.sim.key,
-                    "base_url": simulator.base_url(account.provider),
                     **account.settings,
+                    **account.upstream(simulator),
                 }
                 for account in accounts
             ],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from dataclasses import dataclass, field
 
 
@@ -90,16 +91,20 @@ def finite_number(value: object, what: str, *, minimum: float | None = 0.0) -> f
     return number
 
 
+# Commas only as thousands separators: "1.250,75" (a European decimal comma) must not pass as
+# 1.25075. float() alone would also take "nan", "inf" and "1_000".
+_NUMERIC_STRING_RE = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d*)?(?:[eE][+-]?\d+)?$")
+
+
 def numeric_string(value: object, what: str, *, minimum: float | None = 0.0) -> float:
     """A number written as a string, possibly with thousands separators ("1,250.75")."""
     if not isinstance(value, str):
         raise CollectError(Reason.INVALID_RESPONSE, f"{what} is not a string")
-    text = value.strip().replace(",", "")
-    # float() also accepts "nan", "inf" and "1_000"; a balance string is digits, a dot, a sign.
-    if not text or any(ch not in "0123456789.-+eE" for ch in text):
+    text = value.strip()
+    if not any(ch.isdigit() for ch in text) or not _NUMERIC_STRING_RE.match(text):
         raise CollectError(Reason.INVALID_RESPONSE, f"{what} is not a numeric string")
     try:
-        number = float(text)
+        number = float(text.replace(",", ""))
     except ValueError:
         raise CollectError(Reason.INVALID_RESPONSE, f"{what} is not a numeric string") from None
     return finite_number(number, what, minimum=minimum)

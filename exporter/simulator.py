@@ -3,7 +3,9 @@
 `--demo` starts one on loopback and points the demo accounts at it, so the real provider code
 runs end to end; the tests use it as their fake upstream. Every provider lives under its own
 prefix (`http://127.0.0.1:PORT/anticaptcha` is an Anti-Captcha `base_url`), and accounts are
-looked up by key, so a wrong key gets that provider's documented "bad key" answer.
+looked up by key, so a wrong key gets that provider's documented "bad key" answer. For
+`http_json` accounts it also plays a few services without a built-in provider (`JSON_APIS`:
+Telnyx, DeepSeek, Evomi) and a generic `/json/...` endpoint answering a configured payload.
 
 Faults are plain coroutines that may answer in place of the provider (`respond(502, ...)`),
 delay it (`delay(2)`), or misbehave at the socket (`hang()`, `disconnect()`). They can be
@@ -183,6 +185,12 @@ class SimAccount:
     # ocean: credit field -> {"oneTime": n, "recurrent": n}
     ocean_credits: dict[str, dict[str, float]] | None = None
     daily_limit: int = 1000
+    # the generic `/json/...` endpoint: the body it answers (default `{"balance": ...}`)
+    payload: Any = None
+    # evomi: megabytes of traffic left in the other products; core residential is `balance`
+    proxy_mb: dict[str, float] = field(
+        default_factory=lambda: {"rp": 2048.0, "mp": 512.5, "dcp": 0.0}
+    )
     # faults: scripted for the next requests, then drawn at random
     script: deque[Fault] = field(default_factory=deque)
     chaos: list[tuple[float, Fault]] = field(default_factory=list)
@@ -325,6 +333,9 @@ class Simulator:
         self.app.router.add_post("/vastcap/getBalance", self._vastcap)
         self.app.router.add_get("/decaptcha/api/balance", self._decaptcha)
         self.app.router.add_get("/ocean/v2/credits/balance", self._ocean)
+        for name, api in JSON_APIS.items():
+            for method in api.methods:
+                self.app.router.add_route(method, f"/{name}{api.path}", self._json_api)
 
     async def _seen(
         self, request: web.Request, provider: str, key: str
@@ -459,6 +470,180 @@ class Simulator:
                 {"detail": "Current API token is not registered in our database"}, status=403
             )
         return web.json_response(self.ocean_of(account))
+
+    async def _json_api(self, request: web.Request) -> web.StreamResponse:
+        name = request.path.split("/")[1]
+        api = JSON_APIS[name]
+        key = api.key(request, await request.read())
+        override = await self._seen(request, name, key)
+        if override is not None:
+            return override
+        account = self.accounts.get(name, {}).get(key)
+        if account is None:
+            status, body = api.bad_key
+            return web.json_response(body, status=status)
+        return web.json_response(api.answer(self, account))
+
+
+# -- JSON balance APIs of services without a built-in provider, for `http_json` ------------
+
+
+@dataclass(frozen=True, slots=True)
+class JsonApi:
+    """A balance endpoint as its service documents it: served at `/{name}{path}`, so the
+    prefix `base_url(name)` stands for the service's origin."""
+
+    path: str
+    key: Callable[[web.Request, bytes], str]
+    answer: Callable[[Simulator, SimAccount], Any]
+    bad_key: tuple[int, Any]
+    methods: tuple[str, ...] = ("GET",)
+
+
+def _bearer(request: web.Request, body: bytes) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _header(name: str) -> Callable[[web.Request, bytes], str]:
+    def read(request: web.Request, body: bytes) -> str:
+        return request.headers.get(name, "")
+
+    return read
+
+
+def _bearer_header_or_body(request: web.Request, body: bytes) -> str:
+    """The generic endpoint takes the key wherever a config is likely to put it."""
+    found = _bearer(request, body) or request.headers.get("X-Api-Key", "")
+    if found:
+        return found
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        return ""
+    key = data.get("key") if isinstance(data, dict) else None
+    return key if isinstance(key, str) else ""
+
+
+def _telnyx_balance(simulator: Simulator, account: SimAccount) -> Any:
+    # Telnyx (GET /v2/balance): money as decimal strings, in the account's currency.
+    balance = simulator.balance_of(account)
+    return {
+        "data": {
+            "record_type": "balance",
+            "pending": "0.00",
+            "balance": f"{balance:.2f}",
+            "credit_limit": "100.00",
+            "available_credit": f"{balance + 100:.2f}",
+            "currency": "USD",
+        }
+    }
+
+
+def _deepseek_balance(simulator: Simulator, account: SimAccount) -> Any:
+    # DeepSeek (GET /user/balance): one entry per currency the account holds money in.
+    balance = simulator.balance_of(account)
+    return {
+        "is_available": balance > 0,
+        "balance_infos": [
+            {
+                "currency": "CNY",
+                "total_balance": "110.00",
+                "granted_balance": "10.00",
+                "topped_up_balance": "100.00",
+            },
+            {
+                "currency": "USD",
+                "total_balance": f"{balance:.2f}",
+                "granted_balance": "0.00",
+                "topped_up_balance": f"{balance:.2f}",
+            },
+        ],
+    }
+
+
+EVOMI_PRODUCTS = {
+    "rp": ("premium-residential.evomi.com", 1000),
+    "rpc": ("core-residential.evomi.com", 1000),
+    "mp": ("mp.evomi.com", 3000),
+    "dcp": ("dcp.evomi.com", 2000),
+}
+
+
+def _evomi_products(simulator: Simulator, account: SimAccount) -> Any:
+    # Evomi (GET /public): per proxy product, its credentials and the megabytes left.
+    megabytes = {**account.proxy_mb, "rpc": simulator.balance_of(account)}
+    return {
+        "success": True,
+        "products": {
+            code: {
+                "username": "proxy_username",
+                "password": "proxy_password",
+                "balance_mb": megabytes.get(code, 0.0),
+                "endpoint": host,
+                "ports": {"http": port, "socks5": port + 2},
+            }
+            for code, (host, port) in EVOMI_PRODUCTS.items()
+        },
+    }
+
+
+def _generic_payload(simulator: Simulator, account: SimAccount) -> Any:
+    if account.payload is not None:
+        return account.payload
+    return {"balance": simulator.balance_of(account)}
+
+
+JSON_APIS: dict[str, JsonApi] = {
+    "telnyx": JsonApi(
+        "/v2/balance",
+        _bearer,
+        _telnyx_balance,
+        (
+            401,
+            {
+                "errors": [
+                    {
+                        "code": "10009",
+                        "title": "Authentication failed",
+                        "detail": "Could not understand the provided credentials.",
+                    }
+                ]
+            },
+        ),
+    ),
+    "deepseek": JsonApi(
+        "/user/balance",
+        _bearer,
+        _deepseek_balance,
+        (
+            401,
+            {
+                "error": {
+                    "message": "Authentication Fails (no such user)",
+                    "type": "authentication_error",
+                    "param": None,
+                    "code": "invalid_request_error",
+                }
+            },
+        ),
+    ),
+    # The bad-key answer is not documented; this is a plausible one.
+    "evomi": JsonApi(
+        "/public",
+        _header("x-apikey"),
+        _evomi_products,
+        (401, {"success": False, "message": "Invalid API key"}),
+    ),
+    # Any path under /json/, GET or POST: the payload configured per account.
+    "json": JsonApi(
+        "/{tail:.*}",
+        _bearer_header_or_body,
+        _generic_payload,
+        (401, {"error": {"message": "invalid api key"}}),
+        methods=("GET", "POST"),
+    ),
+}
 
 
 def _antigate_bad_key(status: int) -> web.Response:

@@ -157,9 +157,24 @@ def healthy_accounts(simulator: Simulator) -> tuple[list[dict[str, Any]], dict[s
     for index, provider in enumerate(PROVIDERS):
         key = f"healthy-{provider}-key"
         balance = 10.0 + index
+        balances[f"ok-{provider}"] = balance
+        if provider == "http_json":
+            simulator.add("json", SimAccount(key, balance=balance))
+            accounts.append(
+                {
+                    "name": f"ok-{provider}",
+                    "provider": provider,
+                    "api_key": key,
+                    "request": {
+                        "url": simulator.base_url("json") + "/v1/balance",
+                        "headers": {"Authorization": "Bearer {api_key}"},
+                    },
+                    "values": {"balance_usd": "balance"},
+                }
+            )
+            continue
         simulator.add(provider, SimAccount(key, balance=balance))
         accounts.append(account(f"ok-{provider}", provider, key, simulator.base_url(provider)))
-        balances[f"ok-{provider}"] = balance
     return accounts, balances
 
 

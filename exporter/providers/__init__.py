@@ -6,6 +6,7 @@ from exporter.providers.capmonster import CapMonster
 from exporter.providers.capsolver import CapSolver
 from exporter.providers.datalabs import DataLabs
 from exporter.providers.decaptcha import DeCaptcha
+from exporter.providers.http_json import HttpJson
 from exporter.providers.ocean import Ocean
 from exporter.providers.twocaptcha import TwoCaptcha
 from exporter.providers.vastcap import VastCap
@@ -21,6 +22,7 @@ PROVIDERS: dict[str, type[Provider]] = {
         TwoCaptcha,
         CapSolver,
         CapMonster,
+        HttpJson,
     )
 }
 

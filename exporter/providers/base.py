@@ -33,10 +33,20 @@ class Provider(ABC):
     # Whatever cache_ttl says, the upstream is not asked more often than this (seconds);
     # within it, the last result, success or failure, is reused.
     min_interval: ClassVar[float] = 0.0
+    # Where in an account's config the upstream URL is set, for error messages.
+    url_setting: ClassVar[tuple[str, ...]] = ("base_url",)
 
     def __init__(self, settings: AccountSettings, api_key: SecretStr) -> None:
         self.settings = settings
         self._api_key = api_key
+
+    @classmethod
+    def upstream_url(cls, settings: AccountSettings) -> str | None:
+        """The URL every request of the account is relative to (its paths are appended).
+
+        None when the config gives none and the type has no default; the loader refuses that.
+        """
+        return settings.base_url or cls.default_base_url
 
     @property
     def api_key(self) -> str:
