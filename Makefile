@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 TEST_PACKAGES := prometheus prometheus-alertmanager
 
-.PHONY: run test lint typecheck unit tools bench clean
+.PHONY: run test lint typecheck unit tools bench dashboard clean
 
 # Debian's python3 has no ensurepip until python3-venv is installed.
 $(BIN)/python:
@@ -21,7 +21,7 @@ $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,lint]'
+	$(BIN)/pip install -q -e '.[test,lint,dashboards]'
 	@touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed
@@ -46,6 +46,9 @@ unit: $(VENV)/.test-installed tools
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+dashboard: $(VENV)/.test-installed
+	$(BIN)/python grafana/generate.py
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/bench.py $(ARGS)

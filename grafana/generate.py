@@ -1,0 +1,470 @@
+"""The overview dashboard, written as code with Grafana's grafana-foundation-sdk.
+
+    python grafana/generate.py           # write grafana/dashboards/apibalance-overview.json
+    python grafana/generate.py --check   # exit 1 if the committed JSON differs from this code
+
+Thresholds match the alerts in alerts/rules/: a balance under its low_balance_usd threshold is
+orange (ApiBalanceLow), under a quarter of it red (ApiBalanceNearlyEmpty); fewer than 24 hours
+left is orange, fewer than 4 red (ApiBalanceRunsOutWithin24h and ...4h).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import statushistory as status_history
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models import prometheus as prom
+
+PanelBuilder = Builder[model.Panel]
+OUTPUT = Path(__file__).parent / "dashboards" / "apibalance-overview.json"
+UID = "apibalance-overview"
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
+# Every per-account query is narrowed by the template variables.
+SEL = 'job=~"$job",provider=~"$provider",account=~"$account"'
+ACCOUNT_LEGEND = "{{provider}} / {{account}}"
+
+USD = "currencyUSD"
+HOURS = "h"
+
+
+def query(expr: str, legend: str = ACCOUNT_LEGEND, ref: str = "A") -> prometheus.Dataquery:
+    return prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref)
+
+
+def table_query(expr: str, ref: str) -> prometheus.Dataquery:
+    return (
+        prometheus.Dataquery().expr(expr).instant().format(prom.PromQueryFormat.TABLE).ref_id(ref)
+    )
+
+
+def steps(*pairs: tuple[float | None, str]) -> db.ThresholdsConfig:
+    return (
+        db.ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps([model.Threshold(value=value, color=color) for value, color in pairs])
+    )
+
+
+# Below a quarter of the threshold red, below the threshold orange (as the alerts).
+THRESHOLD_RATIO_STEPS = steps((None, "red"), (0.25, "orange"), (1, "green"))
+HOURS_LEFT_STEPS = steps((None, "red"), (4, "orange"), (24, "green"))
+UP_MAPPING = model.ValueMap(
+    options={
+        "0": model.ValueMappingResult(text="down", color="red", index=0),
+        "1": model.ValueMappingResult(text="up", color="green", index=1),
+    }
+)
+
+
+def series(title: str, unit: str, description: str) -> timeseries.Panel:
+    return (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .height(8)
+        .span(12)
+        .line_width(2)
+        .fill_opacity(10)
+        .legend(
+            cb.VizLegendOptions()
+            .show_legend(True)
+            .display_mode(common.LegendDisplayMode.TABLE)
+            .placement(common.LegendPlacement.RIGHT)
+            .calcs(["lastNotNull"])
+        )
+    )
+
+
+def single(title: str, unit: str, description: str, expr: str) -> stat.Panel:
+    return (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .height(4)
+        .span(6)
+        .with_target(query(expr, legend=""))
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))
+    )
+
+
+def overview_stats() -> list[PanelBuilder]:
+    return [
+        single(
+            "Money left",
+            USD,
+            "Total balance of the selected accounts, in USD.",
+            f"sum(apibalance_balance_usd{{{SEL}}})",
+        ).thresholds(steps((None, "blue"))),
+        single(
+            "Spend per hour",
+            USD,
+            "Total money spent per hour over the last hour (balance decreases; top-ups excluded).",
+            f"sum(provider_account:apibalance_spend_usd_per_hour:1h{{{SEL}}})",
+        ).thresholds(steps((None, "blue"))),
+        single(
+            "First account empty in",
+            HOURS,
+            "Shortest time until an account is empty at the burn rate of the last 6 hours.",
+            f"min(provider_account:apibalance_hours_until_empty:6h{{{SEL}}})",
+        ).thresholds(HOURS_LEFT_STEPS),
+        single(
+            "Accounts down",
+            "short",
+            "Accounts whose last collection failed (apibalance_up 0).",
+            f"count(apibalance_up{{{SEL}}} == 0) or vector(0)",
+        ).thresholds(steps((None, "green"), (1, "red"))),
+    ]
+
+
+def accounts_table() -> table.Panel:
+    rename = {
+        "Value #A": "Balance",
+        "Value #B": "Burn rate / h",
+        "Value #C": "Empty in",
+        "Value #D": "Status",
+        "Value #E": "Last success",
+        "Value #F": "Balance / threshold",
+    }
+    return (
+        table.Panel()
+        .title("Accounts")
+        .description(
+            "One row per account: balance, burn rate of the last hour, time until empty at the "
+            "6-hour burn rate, status of the last collection, last success, and balance as a "
+            "multiple of the account's low_balance_usd (orange below 1, red below 0.25)."
+        )
+        .datasource(DATASOURCE)
+        .height(9)
+        .span(24)
+        .with_target(table_query(f"apibalance_balance_usd{{{SEL}}}", "A"))
+        .with_target(
+            table_query(f"provider_account:apibalance_spend_usd_per_hour:1h{{{SEL}}}", "B")
+        )
+        .with_target(table_query(f"provider_account:apibalance_hours_until_empty:6h{{{SEL}}}", "C"))
+        .with_target(table_query(f"apibalance_up{{{SEL}}}", "D"))
+        .with_target(table_query(f"apibalance_last_success_timestamp_seconds{{{SEL}}} * 1000", "E"))
+        .with_target(
+            table_query(
+                f"apibalance_balance_usd{{{SEL}}} / on (job, instance, provider, account) "
+                f"apibalance_low_balance_threshold_usd{{{SEL}}}",
+                "F",
+            )
+        )
+        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(
+            model.DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {"Time": True, "job": True, "instance": True},
+                    "indexByName": {"provider": 0, "account": 1},
+                    "renameByName": rename,
+                },
+            )
+        )
+        .override_by_name("Balance", [model.DynamicConfigValue(id_val="unit", value=USD)])
+        .override_by_name("Burn rate / h", [model.DynamicConfigValue(id_val="unit", value=USD)])
+        .override_by_name(
+            "Empty in",
+            [
+                model.DynamicConfigValue(id_val="unit", value=HOURS),
+                model.DynamicConfigValue(id_val="thresholds", value=HOURS_LEFT_STEPS.build()),
+                model.DynamicConfigValue(
+                    id_val="custom.cellOptions", value={"type": "color-background"}
+                ),
+            ],
+        )
+        .override_by_name(
+            "Status",
+            [
+                model.DynamicConfigValue(id_val="mappings", value=[UP_MAPPING]),
+                model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
+            ],
+        )
+        .override_by_name(
+            "Last success", [model.DynamicConfigValue(id_val="unit", value="dateTimeAsIso")]
+        )
+        .override_by_name(
+            "Balance / threshold",
+            [
+                model.DynamicConfigValue(id_val="unit", value="percentunit"),
+                model.DynamicConfigValue(id_val="thresholds", value=THRESHOLD_RATIO_STEPS.build()),
+                model.DynamicConfigValue(
+                    id_val="custom.cellOptions", value={"type": "color-background"}
+                ),
+            ],
+        )
+    )
+
+
+def balance_panels() -> list[PanelBuilder]:
+    return [
+        series("Balance", USD, "Money left per account, with its low_balance_usd threshold dashed.")
+        .with_target(query(f"apibalance_balance_usd{{{SEL}}}"))
+        .with_target(
+            query(
+                f"apibalance_low_balance_threshold_usd{{{SEL}}}",
+                legend="threshold " + ACCOUNT_LEGEND,
+                ref="B",
+            )
+        )
+        .override_by_regexp(
+            "threshold .*",
+            [
+                model.DynamicConfigValue(
+                    id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
+                ),
+                model.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+            ],
+        ),
+        series(
+            "Burn rate",
+            USD,
+            "Money spent per hour: the last hour, and the 6-hour average the forecast uses. "
+            "Top-ups are payments, not negative spend, and do not lower it.",
+        )
+        .with_target(
+            query(
+                f"provider_account:apibalance_spend_usd_per_hour:1h{{{SEL}}}",
+                legend="1h " + ACCOUNT_LEGEND,
+            )
+        )
+        .with_target(
+            query(
+                f"provider_account:apibalance_spend_usd_per_hour:6h{{{SEL}}}",
+                legend="6h " + ACCOUNT_LEGEND,
+                ref="B",
+            )
+        ),
+        series(
+            "Forecast: hours until empty",
+            HOURS,
+            "Balance divided by the 6-hour burn rate. "
+            "The red and orange lines are the 4 h and 24 h alerts.",
+        )
+        .with_target(query(f"provider_account:apibalance_hours_until_empty:6h{{{SEL}}}"))
+        .thresholds(HOURS_LEFT_STEPS)
+        .thresholds_style(cb.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.LINE))
+        .axis_soft_max(48),
+        series(
+            "Balance forecast, next 24 hours",
+            USD,
+            "Where each balance will be over the next day if the 6-hour burn rate holds.",
+        ).with_target(
+            query(
+                f"clamp_min(apibalance_balance_usd{{{SEL}}}"
+                f" - on (job, instance, provider, account)"
+                f" provider_account:apibalance_spend_usd_per_hour:6h{{{SEL}}} * 24, 0)",
+                legend="in 24h " + ACCOUNT_LEGEND,
+            )
+        ),
+    ]
+
+
+def credit_panels() -> list[PanelBuilder]:
+    return [
+        series(
+            "Credits by type and pool",
+            "short",
+            "Credits left: Ocean.io standard/email/phone in one_time and recurrent pools, "
+            "Anti-Captcha subscription credits, CapSolver package calls.",
+        ).with_target(
+            query(
+                f"apibalance_credits{{{SEL}}}",
+                legend="{{account}} {{credit_type}}/{{pool}}",
+            )
+        ),
+        series("Daily limit left", "short", "Requests left today (Ocean.io).").with_target(
+            query(f"apibalance_daily_limit_remaining{{{SEL}}}")
+        ),
+        series("Daily limit resets in", "s", "Time until the daily limit resets.")
+        .with_target(query(f"apibalance_daily_limit_reset_seconds{{{SEL}}}"))
+        .span(24)
+        .height(6),
+    ]
+
+
+def spend_panels() -> list[PanelBuilder]:
+    queue_legend = "{{account}} {{queue}}"
+    return [
+        series(
+            "Hourly spend by queue",
+            USD,
+            "Money spent in the last complete hour, from Anti-Captcha's spending statistics.",
+        ).with_target(query(f"apibalance_hourly_spend_usd{{{SEL}}}", legend=queue_legend)),
+        series("Hourly tasks by queue", "short", "Tasks in the last complete hour.").with_target(
+            query(f"apibalance_hourly_tasks{{{SEL}}}", legend=queue_legend)
+        ),
+        series(
+            "Cost per task",
+            USD,
+            "Money per task in the last complete hour, by queue.",
+        )
+        .with_target(
+            query(
+                f"apibalance_hourly_spend_usd{{{SEL}}} / (apibalance_hourly_tasks{{{SEL}}} > 0)",
+                legend=queue_legend,
+            )
+        )
+        .decimals(5),
+        series(
+            "Spend over the last 24 hours",
+            USD,
+            "Money spent over the complete hourly records returned (up to 24).",
+        ).with_target(query(f"apibalance_daily_spend_usd{{{SEL}}}", legend=queue_legend)),
+    ]
+
+
+def health_panels() -> list[PanelBuilder]:
+    return [
+        status_history.Panel()
+        .title("Collection status")
+        .description("apibalance_up per account: green when the last collection succeeded.")
+        .datasource(DATASOURCE)
+        .height(8)
+        .span(12)
+        .with_target(query(f"apibalance_up{{{SEL}}}"))
+        .mappings([UP_MAPPING]),
+        series(
+            "Errors by reason",
+            "short",
+            "Failed collections per interval, by reason (timeout, connection, http, auth, "
+            "rate_limited, invalid_response, provider_error).",
+        )
+        .with_target(
+            query(
+                f"sum by (provider, account, reason) "
+                f"(increase(apibalance_collect_errors_total{{{SEL}}}[$__rate_interval]))",
+                legend="{{account}} {{reason}}",
+            )
+        )
+        .draw_style(common.GraphDrawStyle.BARS),
+        series(
+            "Collect duration", "s", "How long the last collection of each account took."
+        ).with_target(query(f"apibalance_collect_duration_seconds{{{SEL}}}")),
+        series(
+            "Time since last success",
+            "s",
+            "Seconds since each account's balance was last read successfully.",
+        ).with_target(query(f"time() - apibalance_last_success_timestamp_seconds{{{SEL}}}")),
+        single(
+            "Config reload",
+            "short",
+            "1 if the exporter's last config load or reload succeeded.",
+            'min(apibalance_config_last_reload_successful{job=~"$job"})',
+        )
+        .mappings(
+            [
+                model.ValueMap(
+                    options={
+                        "0": model.ValueMappingResult(text="failed", color="red", index=0),
+                        "1": model.ValueMappingResult(text="ok", color="green", index=1),
+                    }
+                )
+            ]
+        )
+        .span(12),
+        single(
+            "Exporter version",
+            "short",
+            "apibalance_build_info of the scraped exporters.",
+            'count by (version) (apibalance_build_info{job=~"$job"})',
+        )
+        .span(12)
+        .text_mode(common.BigValueTextMode.NAME),
+    ]
+
+
+def variable(name: str, label: str, query_text: str) -> db.QueryVariable:
+    return (
+        db.QueryVariable(name)
+        .label(label)
+        .datasource(DATASOURCE)
+        .query({"query": query_text, "refId": name})
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+    )
+
+
+def build() -> db.Dashboard:
+    dashboard = (
+        db.Dashboard("API balances")
+        .uid(UID)
+        .description("Money and quota left on paid API accounts, from apibalance-exporter.")
+        .tags(["apibalance", "prometheus"])
+        .editable()
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .time("now-24h", "now")
+        .refresh("1m")
+        .timezone("browser")
+        .with_variable(db.DatasourceVariable("datasource").label("Data source").type("prometheus"))
+        .with_variable(
+            variable("job", "Job", "label_values(apibalance_build_info, job)")
+            .multi(False)
+            .include_all(False)
+        )
+        .with_variable(
+            variable("provider", "Provider", 'label_values(apibalance_up{job=~"$job"}, provider)')
+        )
+        .with_variable(
+            variable(
+                "account",
+                "Account",
+                'label_values(apibalance_up{job=~"$job",provider=~"$provider"}, account)',
+            )
+        )
+    )
+    sections: list[tuple[str, list[PanelBuilder]]] = [
+        ("Overview", [*overview_stats(), accounts_table()]),
+        ("Balance and forecast", balance_panels()),
+        ("Credits and daily limit", credit_panels()),
+        ("Spending (Anti-Captcha spending statistics)", spend_panels()),
+        ("Exporter health", health_panels()),
+    ]
+    panel_id = 0
+    for title, panels in sections:
+        panel_id += 1
+        dashboard.with_row(db.Row(title).id(panel_id))
+        for panel in panels:
+            panel_id += 1
+            # Stable ids keep links to single panels (viewPanel=N) working across versions.
+            # Set on the built model: the panel types' builders share no typed id() method.
+            panel.build().id_val = panel_id
+            dashboard.with_panel(panel)
+    return dashboard
+
+
+def render() -> str:
+    return json.dumps(build().build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not OUTPUT.exists() or OUTPUT.read_text() != text:
+            print(f"{OUTPUT} differs from grafana/generate.py; run: python grafana/generate.py")
+            return 1
+        return 0
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.write_text(text)
+    print(f"wrote {OUTPUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
