@@ -1,0 +1,136 @@
+"""The overview dashboard: generated from code, and every query speaks about real series."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.metrics import AccountCollector
+from tests.helpers import IN_CI
+
+ROOT = Path(__file__).parent.parent
+DASHBOARD = ROOT / "grafana" / "dashboards" / "apibalance-overview.json"
+RULES = ROOT / "alerts" / "rules" / "apibalance.rules.yml"
+
+
+def generator() -> ModuleType:
+    if importlib.util.find_spec("grafana_foundation_sdk") is None:
+        message = (
+            "grafana-foundation-sdk is not installed (make test installs the dashboards extra)"
+        )
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    spec = importlib.util.spec_from_file_location(
+        "grafana_generate", ROOT / "grafana" / "generate.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return data
+
+
+def panels() -> list[dict[str, Any]]:
+    return [p for p in dashboard()["panels"] if p["type"] != "row"]
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) for every query of every panel."""
+    return [(p["title"], t["expr"]) for p in panels() for t in p["targets"]]
+
+
+def test_committed_json_is_what_the_code_generates() -> None:
+    assert DASHBOARD.read_text() == generator().render()
+
+
+def test_template_variables() -> None:
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    assert list(variables) == ["datasource", "job", "provider", "account"]
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("provider", "account"):
+        assert variables[name]["includeAll"]
+        assert variables[name]["multi"]
+
+
+def test_every_panel_has_the_datasource_a_unit_and_a_description() -> None:
+    for panel in panels():
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert panel["description"], panel["title"]
+        if panel["type"] != "table":
+            assert panel["fieldConfig"]["defaults"].get("unit") or panel["fieldConfig"][
+                "defaults"
+            ].get("mappings"), panel["title"]
+
+
+def test_every_query_uses_known_series_and_the_variables() -> None:
+    exported = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in AccountCollector([]).collect()
+    } | {
+        "apibalance_balance_usd",
+        "apibalance_credits",
+        "apibalance_daily_limit_remaining",
+        "apibalance_daily_limit_reset_seconds",
+        "apibalance_hourly_spend_usd",
+        "apibalance_hourly_tasks",
+        "apibalance_daily_spend_usd",
+        "apibalance_low_balance_threshold_usd",
+        "apibalance_collect_duration_seconds",
+        "apibalance_last_success_timestamp_seconds",
+        "apibalance_build_info",
+        "apibalance_config_last_reload_successful",
+    }
+    recorded = {
+        rule["record"]
+        for group in yaml.safe_load(RULES.read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+    for title, expr in panel_queries():
+        names = set(re.findall(r"\b((?:apibalance_|provider_account:)[a-z_:0-9]+)", expr))
+        assert names, (title, expr)
+        assert names <= exported | recorded, (title, names - exported - recorded)
+        assert "$job" in expr, (title, expr)
+
+
+def test_the_overview_has_what_users_look_for() -> None:
+    titles = {p["title"] for p in panels()}
+    for wanted in (
+        "Money left",
+        "Accounts",
+        "Balance",
+        "Burn rate",
+        "Forecast: hours until empty",
+        "Credits by type and pool",
+        "Daily limit left",
+        "Daily limit resets in",
+        "Hourly spend by queue",
+        "Hourly tasks by queue",
+        "Cost per task",
+        "Collection status",
+        "Collect duration",
+        "Errors by reason",
+    ):
+        assert wanted in titles
+
+
+def test_provisioning_points_at_the_dashboards() -> None:
+    datasource = yaml.safe_load(
+        (ROOT / "grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    assert datasource["datasources"][0]["type"] == "prometheus"
+    provider = yaml.safe_load((ROOT / "grafana/provisioning/dashboards/apibalance.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
