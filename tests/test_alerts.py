@@ -20,7 +20,7 @@ README = ROOT / "README.md"
 
 
 def alerting_rules() -> list[dict[str, Any]]:
-    rules = []
+    rules: list[dict[str, Any]] = []
     for path in RULES:
         for group in yaml.safe_load(path.read_text())["groups"]:
             rules.extend(rule for rule in group["rules"] if "alert" in rule)
