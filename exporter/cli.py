@@ -21,6 +21,7 @@ from exporter.engine import Engine
 from exporter.http import DEFAULT_MAX_REQUESTS, Exporter
 from exporter.simulator import Simulator
 from exporter.upstream import Upstream
+from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -120,12 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"apibalance-exporter: {error}", file=sys.stderr)
         return 2
-    if args.web_config_file:
-        print(
-            "apibalance-exporter: --web.config.file is not supported by this build",
-            file=sys.stderr,
-        )
-        return 1
     try:
         return asyncio.run(serve(args, addresses))
     except ConfigError as error:
@@ -138,19 +133,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
+    """Validate the config and the web config; every problem of both, then exit 0 or 1."""
+    failed = False
     if args.demo:
         print(f"{DEMO_SOURCE}: OK, built-in demo accounts")
-        return 0
-    try:
-        config = load_config(args.config_file)
-    except ConfigError as error:
-        for line in error.lines:
-            print(line, file=sys.stderr)
-        return 1
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(config.summary())
-    return 0
+    else:
+        try:
+            config = load_config(args.config_file)
+        except ConfigError as error:
+            for line in error.lines:
+                print(line, file=sys.stderr)
+            failed = True
+        else:
+            for warning in config.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            print(config.summary())
+    if args.web_config_file:
+        try:
+            web_config = load_web_config(args.web_config_file)
+        except ConfigError as error:
+            for line in error.lines:
+                print(line, file=sys.stderr)
+            failed = True
+        else:
+            print(web_config.summary())
+    return 1 if failed else 0
 
 
 @dataclass
@@ -175,6 +182,15 @@ async def start(
 ) -> tuple[Exporter, Running]:
     simulator: Simulator | None = None
     config: Config
+    web_config: WebConfig | None = None
+    web_loader = None
+    if args.web_config_file:
+        web_config_file = args.web_config_file
+        web_config = await asyncio.to_thread(load_web_config, web_config_file)
+
+        def web_loader() -> WebConfig:
+            return load_web_config(web_config_file)
+
     if args.demo:
         simulator, config = await start_demo()
         loader = None
@@ -189,7 +205,13 @@ async def start(
         log.warning(warning)
     upstream = Upstream(config.global_settings.max_concurrency)
     engine = Engine(config, upstream)
-    exporter = Exporter(engine, loader=loader, max_requests=args.max_requests)
+    exporter = Exporter(
+        engine,
+        loader=loader,
+        max_requests=args.max_requests,
+        web_config=web_config,
+        web_loader=web_loader,
+    )
     runner = web.AppRunner(
         exporter.app,
         access_log=None,
@@ -200,9 +222,13 @@ async def start(
     running = Running(runner, upstream, simulator)
     try:
         for host, port in addresses:
-            site = web.TCPSite(runner, host, port, reuse_address=True)
+            ssl_context = web_config.ssl_context if web_config is not None else None
+            site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
             await site.start()
-            log.info("listening", extra={"address": f"{host or ''}:{port}"})
+            log.info(
+                "listening",
+                extra={"address": f"{host or ''}:{port}", "tls": str(ssl_context is not None)},
+            )
     except BaseException:
         await running.close()
         raise

@@ -163,7 +163,7 @@ def parse_config(
         line = mark.line + 1 if mark is not None else None
         what = getattr(error, "problem", None) or "invalid YAML"
         raise ConfigError(source, [Problem((), f"invalid YAML: {what}", line)]) from None
-    locator = _Locator(root)
+    locator = Locator(root)
     duplicates = list(locator.duplicate_keys())
     try:
         config = build_config(
@@ -186,10 +186,10 @@ def build_config(
     source: str,
     base_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
-    locator: _Locator | None = None,
+    locator: Locator | None = None,
 ) -> Config:
     """Validate already-parsed config data (the demo builds its config this way)."""
-    locator = locator or _Locator(None)
+    locator = locator or Locator(None)
     problems: list[Problem] = []
     if not isinstance(data, dict):
         problems.append(Problem((), "the config must be a mapping with 'global' and 'accounts'", 1))
@@ -199,13 +199,13 @@ def build_config(
     # problem be reported in the same run.
     for key in data:
         if key not in TOP_LEVEL_KEYS:
-            hint = _did_you_mean(str(key), TOP_LEVEL_KEYS)
+            hint = did_you_mean(str(key), TOP_LEVEL_KEYS)
             problems.append(locator.problem((str(key),), f"unknown key{hint}"))
     global_settings = GlobalSettings()
     try:
         global_settings = GlobalSettings.model_validate(data.get("global") or {})
     except ValidationError as error:
-        problems.extend(_problems(error, ("global",), locator, model=GlobalSettings))
+        problems.extend(validation_problems(error, ("global",), locator, model=GlobalSettings))
     raw_accounts = data.get("accounts")
     if raw_accounts is None:
         raw_accounts = []
@@ -245,7 +245,7 @@ def _account(
     global_settings: GlobalSettings,
     base_dir: Path | None,
     environ: Mapping[str, str],
-    locator: _Locator,
+    locator: Locator,
 ) -> tuple[Account | None, list[Problem]]:
     if not isinstance(raw, dict):
         return None, [locator.problem(loc, "an account must be a mapping")]
@@ -255,7 +255,7 @@ def _account(
     provider_cls = PROVIDERS.get(provider_type) if isinstance(provider_type, str) else None
     if provider_cls is None:
         known = ", ".join(PROVIDERS)
-        hint = _did_you_mean(str(provider_type), PROVIDERS)
+        hint = did_you_mean(str(provider_type), PROVIDERS)
         return None, [
             locator.problem(
                 (*loc, "provider"), f"unknown provider '{provider_type}'{hint}; known: {known}"
@@ -264,7 +264,7 @@ def _account(
     try:
         settings = provider_cls.settings_model.model_validate(raw)
     except ValidationError as error:
-        return None, _problems(error, loc, locator, model=provider_cls.settings_model)
+        return None, validation_problems(error, loc, locator, model=provider_cls.settings_model)
 
     problems: list[Problem] = []
     base_url = provider_cls.upstream_url(settings)
@@ -344,13 +344,13 @@ def _key_in_url(key: SecretStr, url: str) -> bool:
     return secret in url or secret in urllib.parse.unquote(url)
 
 
-def _did_you_mean(word: str, choices: Iterator[str] | Mapping[str, Any] | Sequence[str]) -> str:
+def did_you_mean(word: str, choices: Iterator[str] | Mapping[str, Any] | Sequence[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _problems(
-    error: ValidationError, prefix: Loc, locator: _Locator, *, model: type[BaseModel]
+def validation_problems(
+    error: ValidationError, prefix: Loc, locator: Locator, *, model: type[BaseModel]
 ) -> list[Problem]:
     problems = []
     for item in error.errors(include_url=False, include_input=False):
@@ -358,7 +358,7 @@ def _problems(
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             known = _known_keys(model, loc[:-1])
-            message = "unknown key" + _did_you_mean(str(loc[-1]), known)
+            message = "unknown key" + did_you_mean(str(loc[-1]), known)
         elif item["type"] == "missing":
             message = "required"
         problems.append(locator.problem((*prefix, *loc), message))
@@ -395,7 +395,7 @@ def _known_keys(model: type[BaseModel], path: Loc) -> list[str]:
     return []
 
 
-class _Locator:
+class Locator:
     """Finds the line of a key path in the YAML node tree, for error messages."""
 
     def __init__(self, root: yaml.Node | None) -> None:

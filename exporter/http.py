@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -14,14 +15,17 @@ from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTO
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.auth import Guard, GuardHolder
 from exporter.config import Config, ConfigError
 from exporter.engine import Engine
 from exporter.metrics import AccountCollector, ExporterCollector, ReloadStatus, render
+from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ConfigLoader = Callable[[], Config]
+WebConfigLoader = Callable[[], WebConfig]
 SCRAPE_PATHS = frozenset({"/metrics", "/probe"})
 DEFAULT_MAX_REQUESTS = 40
 RUNTIME_COLLECTORS: tuple[Collector, ...] = (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR)
@@ -37,9 +41,17 @@ class Exporter:
         loader: ConfigLoader | None = None,
         max_requests: int = DEFAULT_MAX_REQUESTS,
         middlewares: Sequence[Any] = (),
+        web_config: WebConfig | None = None,
+        web_loader: WebConfigLoader | None = None,
     ) -> None:
         self.engine = engine
         self._loader = loader
+        self._web_loader = web_loader
+        self.web_config = web_config
+        # Every endpoint, unknown paths included, is behind the guard when a web config is set.
+        self.guard = GuardHolder(Guard(web_config)) if web_config is not None else None
+        if self.guard is not None:
+            middlewares = [self.guard.middleware, *middlewares]
         self._max_requests = max_requests
         self._active_scrapes = 0
         self._reload_lock = asyncio.Lock()
@@ -56,27 +68,97 @@ class Exporter:
     # -- reload ---------------------------------------------------------------------------
 
     async def reload(self) -> list[str]:
-        """Load the config again; on success apply it. Returns the problems (empty: success)."""
-        if self._loader is None:
+        """Load the config (and web config) again; apply both only if both are valid.
+
+        Returns the problems (empty: success).
+        """
+        if self._loader is None and self._web_loader is None:
             return []
-        loader = self._loader
         async with self._reload_lock:
-            try:
-                # Reading key files is blocking I/O; keep it off the event loop.
-                config = await asyncio.to_thread(loader)
-            except ConfigError as error:
-                self.reload_status = ReloadStatus(False, self.reload_status.last_success_timestamp)
-                log.error(
-                    "config reload failed; keeping the running config",
-                    extra={"problems": "; ".join(error.lines)},
-                )
-                return error.lines
-            for warning in config.warnings:
-                log.warning(warning)
-            self.engine.apply(config)
+            # Reading key and certificate files is blocking I/O: off the event loop.
+            config, web_config, problems = await asyncio.to_thread(self._load_both)
+            if not problems and web_config is not None:
+                problems = self._renew_certificate(web_config)
+            if problems:
+                return self._reload_failed(problems)
+            if config is not None:
+                for warning in config.warnings:
+                    log.warning(warning)
+                self.engine.apply(config)
+            if web_config is not None:
+                self._apply_web_config(web_config)
             self.reload_status = ReloadStatus(True, time.time())
-            log.info("config reloaded", extra={"accounts": str(len(config.accounts))})
+            log.info("config reloaded", extra={"accounts": str(len(self.engine.config.accounts))})
             return []
+
+    def _load_both(self) -> tuple[Config | None, WebConfig | None, list[str]]:
+        problems: list[str] = []
+        config: Config | None = None
+        web_config: WebConfig | None = None
+        try:
+            config = self._loader() if self._loader is not None else None
+        except ConfigError as error:
+            problems.extend(error.lines)
+        try:
+            web_config = self._web_loader() if self._web_loader is not None else None
+        except ConfigError as error:
+            problems.extend(error.lines)
+        old = self.web_config
+        if web_config is not None and old is not None and web_config.tls != old.tls:
+            problems.append(f"{web_config.source}: turning TLS on or off needs a restart")
+        return config, web_config, problems
+
+    def _renew_certificate(self, new: WebConfig) -> list[str]:
+        """Load the (possibly renewed) certificate into the live TLS context.
+
+        Listening sockets keep the context they were opened with, so this is how new
+        connections get a renewed certificate without a restart. The pair was just loaded
+        once while validating; this fails only if the files changed since.
+        """
+        old = self.web_config
+        if old is None or old.ssl_context is None or new.cert_paths is None:
+            return []
+        try:
+            old.ssl_context.load_cert_chain(*new.cert_paths)
+        except (ssl.SSLError, OSError) as error:
+            reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or "?"
+            return [f"{new.source}: cannot load the new certificate and key: {reason}"]
+        return []
+
+    def _reload_failed(self, problems: list[str]) -> list[str]:
+        self.reload_status = ReloadStatus(False, self.reload_status.last_success_timestamp)
+        log.error(
+            "config reload failed; keeping the running config",
+            extra={"problems": "; ".join(problems)},
+        )
+        return problems
+
+    def _apply_web_config(self, new: WebConfig) -> None:
+        old = self.web_config
+        assert old is not None
+        assert self.guard is not None
+        before, after = old.settings.tls_server_config, new.settings.tls_server_config
+        restart_only = {"cert_file", "key_file", "client_allowed_sans"}
+        if (
+            before is not None
+            and after is not None
+            and (before.model_dump(exclude=restart_only) != after.model_dump(exclude=restart_only))
+        ):
+            log.warning(
+                "TLS settings other than the certificate and allowed SANs take effect at restart",
+                extra={"web_config": new.source},
+            )
+        live = WebConfig(
+            source=new.source,
+            ssl_context=old.ssl_context,
+            users=new.users,
+            headers=new.headers,
+            allowed_sans=new.allowed_sans,
+            cert_paths=new.cert_paths,
+            settings=new.settings,
+        )
+        self.web_config = live
+        self.guard.replace(Guard(live))
 
     async def reload_endpoint(self, request: web.Request) -> web.Response:
         problems = await self.reload()

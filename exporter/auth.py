@@ -1,0 +1,201 @@
+"""Basic auth and client-certificate checks for every endpoint (`--web.config.file`).
+
+bcrypt is slow on purpose (tens of milliseconds at cost 10), so:
+- it runs in a small thread pool, never on the event loop, and no more at once than there are
+  cores, so a flood of logins cannot starve scrapes of CPU;
+- an unknown user is checked against a dummy hash of the same cost as the real ones, so a
+  wrong user costs the same time as a wrong password and names cannot be probed;
+- outcomes are cached under an HMAC of user, hash and the presented password (a random key
+  per process, so the cache holds no password and no usable digest of one); a changed
+  password or hash is a different entry, and concurrent checks of one entry share one bcrypt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import bcrypt
+from aiohttp import web
+
+from exporter.webconfig import WebConfig
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CACHE_SIZE = 1024
+# bcrypt reads at most 72 bytes; Go's bcrypt (the toolkit's) refuses longer passwords, so do we.
+BCRYPT_MAX_PASSWORD_BYTES = 72
+REALM = 'Basic realm="apibalance-exporter", charset="UTF-8"'
+
+
+class BasicAuth:
+    def __init__(self, users: Mapping[str, bytes], *, workers: int | None = None) -> None:
+        self._users = dict(users)
+        self._cache_key = secrets.token_bytes(32)
+        self._cache: OrderedDict[bytes, bool] = OrderedDict()
+        self._inflight: dict[bytes, asyncio.Future[bool]] = {}
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers or min(4, os.cpu_count() or 1), thread_name_prefix="bcrypt"
+        )
+        cost = max((int(h[4:6]) for h in self._users.values()), default=10)
+        self.bcrypt_checks = 0
+        self._dummy_hash = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(cost))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def check(self, authorization: str | None) -> str | None:
+        """The authenticated user name, or None."""
+        credentials = parse_basic(authorization)
+        if credentials is None:
+            return None
+        user, password = credentials
+        hashed = self._users.get(user)
+        key = self._entry(user.encode(), hashed or b"", password)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return user if cached else None
+        pending = self._inflight.get(key)
+        if pending is None:
+            self.bcrypt_checks += 1
+            loop = asyncio.get_running_loop()
+            pending = loop.run_in_executor(
+                self._executor, _verify, password, hashed or self._dummy_hash, hashed is not None
+            )
+            self._inflight[key] = pending
+            try:
+                ok = await asyncio.shield(pending)
+            finally:
+                self._inflight.pop(key, None)
+            self._remember(key, ok)
+        else:
+            ok = await asyncio.shield(pending)
+        return user if ok else None
+
+    def _entry(self, *parts: bytes) -> bytes:
+        # Length-prefixed, so no choice of user and password can collide with another
+        # triple (the toolkit's CVE-2022-46146 was a cache key made by plain concatenation).
+        mac = hmac.new(self._cache_key, digestmod=hashlib.sha256)
+        for part in parts:
+            mac.update(len(part).to_bytes(8, "big"))
+            mac.update(part)
+        return mac.digest()
+
+    def _remember(self, key: bytes, ok: bool) -> None:
+        self._cache[key] = ok
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+
+def _verify(password: bytes, hashed: bytes, known_user: bool) -> bool:
+    if len(password) > BCRYPT_MAX_PASSWORD_BYTES:
+        # Spend the same time as a real check, then refuse: the length says nothing.
+        bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD_BYTES], hashed)
+        return False
+    try:
+        ok = bcrypt.checkpw(password, hashed)
+    except ValueError:
+        # A hash bcrypt cannot read was refused when the web config was loaded; this is the
+        # dummy hash path or a password bcrypt rejects. Either way: no.
+        return False
+    return ok and known_user
+
+
+def parse_basic(authorization: str | None) -> tuple[str, bytes] | None:
+    """(user, password) from an `Authorization: Basic ...` header, or None."""
+    if not authorization:
+        return None
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = decoded.partition(b":")
+    if not sep:
+        return None
+    try:
+        return user.decode("utf-8"), password
+    except UnicodeDecodeError:
+        return None
+
+
+class Guard:
+    """What the web config asks of every request: basic auth, allowed client certificates,
+    extra response headers. Swapped whole on reload, so a request sees one config."""
+
+    def __init__(self, config: WebConfig) -> None:
+        self.config = config
+        self.auth = BasicAuth(config.users) if config.users else None
+
+    def close(self) -> None:
+        if self.auth is not None:
+            self.auth.close()
+
+
+class GuardHolder:
+    """The current guard; the middleware reads it per request, reload replaces it."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+
+    def replace(self, guard: Guard) -> None:
+        old, self.guard = self.guard, guard
+        old.close()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        guard = self.guard
+        headers = guard.config.headers
+        if guard.config.allowed_sans and not _client_san_allowed(
+            request, guard.config.allowed_sans
+        ):
+            return _with(headers, web.Response(status=403, text="client certificate not allowed\n"))
+        if guard.auth is not None:
+            user = await guard.auth.check(request.headers.get("Authorization"))
+            if user is None:
+                log.debug(
+                    "basic auth failed", extra={"path": request.path, "peer": request.remote or ""}
+                )
+                return _with(
+                    headers,
+                    web.Response(
+                        status=401,
+                        text="Unauthorized\n",
+                        headers={"WWW-Authenticate": REALM},
+                    ),
+                )
+        try:
+            response = await handler(request)
+        except web.HTTPException as error:
+            _with(headers, error)
+            raise
+        return _with(headers, response)
+
+
+def _with(headers: Mapping[str, str], response: web.StreamResponse) -> web.StreamResponse:
+    """The response with the web config's extra headers (HSTS and the like) set."""
+    for name, value in headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _client_san_allowed(request: web.Request, allowed: frozenset[str]) -> bool:
+    transport = request.transport
+    peercert = transport.get_extra_info("peercert") if transport is not None else None
+    if not peercert:
+        return False
+    names = {value for _kind, value in peercert.get("subjectAltName", ())}
+    return bool(names & allowed)
