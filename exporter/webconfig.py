@@ -226,8 +226,8 @@ def parse_web_config(
 
     context = None
     if tls is not None and not tls_problems and "tls_server_config" in sections:
-        context, tls_problems = _ssl_context(tls, base_dir or Path(), locator)
-        problems.extend(tls_problems)
+        context, file_problems = _ssl_context(tls, base_dir or Path(), locator)
+        problems.extend(file_problems)
     if problems:
         raise ConfigError(source, problems)
     return WebConfig(
