@@ -99,9 +99,11 @@ class BasicAuth:
 
 
 def _verify(password: bytes, hashed: bytes, known_user: bool) -> bool:
-    if len(password) > BCRYPT_MAX_PASSWORD_BYTES:
-        # Spend the same time as a real check, then refuse: the length says nothing.
-        bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD_BYTES], hashed)
+    if len(password) > BCRYPT_MAX_PASSWORD_BYTES or b"\0" in password:
+        # The C bcrypt stops at a NUL byte ("secret\0x" would pass for "secret") and reads
+        # 72 bytes at most; Go's bcrypt, the toolkit's, matches neither such password. Spend
+        # the same time as a real check, then refuse.
+        bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD_BYTES].replace(b"\0", b"-"), hashed)
         return False
     try:
         ok = bcrypt.checkpw(password, hashed)

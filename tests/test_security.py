@@ -1,0 +1,496 @@
+"""TLS, basic auth and client certificates on a real listening exporter (`--web.config.file`),
+key and certificate rotation on reload. Every request goes over loopback TCP, through TLS
+where the web config asks for it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import bcrypt
+import pytest
+import trustme
+
+from exporter.cli import Running, parse_args, start
+from exporter.http import Exporter
+from exporter.simulator import SimAccount, Simulator
+from tests.helpers import account, samples, value, write_config
+
+PASSWORD = "correct horse battery staple"
+ENDPOINTS = [
+    ("GET", "/"),
+    ("GET", "/metrics"),
+    ("GET", "/probe?account=labs"),
+    ("GET", "/-/healthy"),
+    ("GET", "/-/ready"),
+    ("POST", "/-/reload"),
+    ("GET", "/no-such-page"),
+]
+
+
+def hashed(password: str | bytes, cost: int = 4, prefix: str = "2b") -> str:
+    raw = password.encode() if isinstance(password, str) else password
+    text = bcrypt.hashpw(raw, bcrypt.gensalt(cost)).decode()
+    return f"${prefix}${text[4:]}"
+
+
+def basic(user: str | bytes, password: str | bytes) -> str:
+    raw_user = user.encode() if isinstance(user, str) else user
+    raw_password = password.encode() if isinstance(password, str) else password
+    return "Basic " + base64.b64encode(raw_user + b":" + raw_password).decode()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Served:
+    exporter: Exporter
+    url: str
+    web_config: Path
+    config: Path
+
+    @property
+    def auth(self) -> Any:
+        guard = self.exporter.guard
+        assert guard is not None
+        return guard.guard.auth
+
+
+Serve = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+async def serve(tmp_path: Path, simulator: Simulator, ca: trustme.CA) -> AsyncIterator[Serve]:
+    """Start the exporter as the command line does, on a free loopback port."""
+    running: list[Running] = []
+    simulator.add("datalabs", SimAccount("labs-key", balance=12.5))
+    simulator.add("datalabs", SimAccount("other-key", balance=3.0))
+
+    async def start_exporter(web_config: str, *, tls: bool = False) -> Served:
+        config = write_config(
+            tmp_path,
+            {
+                "global": {"cache_ttl": "0s"},
+                "accounts": [
+                    account("labs", "datalabs", "labs-key", simulator.base_url("datalabs")),
+                    account("other", "datalabs", "other-key", simulator.base_url("datalabs")),
+                ],
+            },
+        )
+        web_path = tmp_path / "web.yml"
+        web_path.write_text(web_config)
+        port = free_port()
+        args = parse_args(["--config.file", str(config), "--web.config.file", str(web_path)])
+        exporter, handle = await start(args, [("127.0.0.1", port)])
+        running.append(handle)
+        scheme = "https" if tls else "http"
+        return Served(exporter, f"{scheme}://localhost:{port}", web_path, config)
+
+    yield start_exporter
+    for handle in running:
+        await handle.close()
+
+
+def issue_server_cert(ca: trustme.CA, directory: Path, name: str = "server") -> trustme.LeafCert:
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(directory / f"{name}.crt"))
+    cert.private_key_pem.write_to_path(str(directory / f"{name}.key"))
+    return cert
+
+
+def client_context(ca: trustme.CA, client: trustme.LeafCert | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    if client is not None:
+        client.configure_cert(context)
+    return context
+
+
+async def get(
+    url: str,
+    *,
+    authorization: str | None = None,
+    ssl_context: ssl.SSLContext | bool = True,
+    method: str = "GET",
+) -> tuple[int, str, dict[str, str]]:
+    headers = {"Authorization": authorization} if authorization else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, headers=headers, ssl=ssl_context) as response,
+    ):
+        return response.status, await response.text(), dict(response.headers)
+
+
+# -- basic auth ---------------------------------------------------------------------------
+
+
+async def test_every_endpoint_needs_the_password(serve: Serve) -> None:
+    served = await serve(f"basic_auth_users:\n  prometheus: {hashed(PASSWORD)}\n")
+    for method, path in ENDPOINTS:
+        status, text, headers = await get(served.url + path, method=method)
+        assert status == 401, path
+        assert headers["WWW-Authenticate"].startswith('Basic realm="apibalance-exporter"')
+        assert "balance" not in text
+    good = basic("prometheus", PASSWORD)
+    for method, path in ENDPOINTS:
+        status, _, _ = await get(served.url + path, authorization=good, method=method)
+        assert status == (404 if path == "/no-such-page" else 200), path
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        basic("prometheus", "wrong"),
+        basic("nobody", PASSWORD),
+        basic("Prometheus", PASSWORD),
+        basic("", PASSWORD),
+        basic("prometheus", ""),
+        "Bearer " + base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode(),
+        "Basic !!!not-base64!!!",
+        "Basic " + base64.b64encode(b"prometheus-without-colon").decode(),
+        "Basic " + base64.b64encode(b"\xff\xfe:" + PASSWORD.encode()).decode(),
+        "Basic",
+    ],
+)
+async def test_wrong_credentials_are_refused(serve: Serve, authorization: str) -> None:
+    served = await serve(f"basic_auth_users:\n  prometheus: {hashed(PASSWORD)}\n")
+    status, _, _ = await get(served.url + "/metrics", authorization=authorization)
+    assert status == 401
+
+
+async def test_a_wrong_user_costs_a_bcrypt_check_like_a_wrong_password(serve: Serve) -> None:
+    served = await serve(f"basic_auth_users:\n  prometheus: {hashed(PASSWORD, cost=6)}\n")
+    assert (await get(served.url + "/", authorization=basic("prometheus", "wrong")))[0] == 401
+    assert served.auth.bcrypt_checks == 1
+    assert (await get(served.url + "/", authorization=basic("nobody", "wrong")))[0] == 401
+    assert served.auth.bcrypt_checks == 2
+    # The dummy hash an unknown user is checked against has the users' cost: same time.
+    assert served.auth._dummy_hash.startswith(b"$2b$06$")
+
+
+@pytest.mark.parametrize("prefix", ["2a", "2b", "2y"])
+async def test_hashes_of_every_bcrypt_version_work(serve: Serve, prefix: str) -> None:
+    served = await serve(f"basic_auth_users:\n  u: {hashed(PASSWORD, prefix=prefix)}\n")
+    assert (await get(served.url + "/", authorization=basic("u", PASSWORD)))[0] == 200
+
+
+async def test_toolkit_bcrypt_edge_cases(serve: Serve) -> None:
+    colon = "pass:with:colons"
+    unicode = "pässwörd-ключ-🔑"
+    long_password = "x" * 72
+    served = await serve(
+        "basic_auth_users:\n"
+        f"  colon: {hashed(colon)}\n"
+        f"  unicode: {hashed(unicode)}\n"
+        f"  empty: {hashed('')}\n"
+        f"  long: {hashed(long_password)}\n"
+        f"  'ユーザー': {hashed(PASSWORD)}\n"
+    )
+
+    async def status(user: str | bytes, password: str | bytes) -> int:
+        return (await get(served.url + "/", authorization=basic(user, password)))[0]
+
+    # Basic auth splits at the first colon: the rest belongs to the password.
+    assert await status("colon", colon) == 200
+    assert await status("colon", "pass") == 401
+    assert await status("unicode", unicode) == 200
+    assert await status("unicode", unicode.encode("utf-8")[:-1]) == 401
+    assert await status("empty", "") == 200
+    assert await status("empty", " ") == 401
+    assert await status("ユーザー", PASSWORD) == 200
+    # bcrypt reads 72 bytes; longer passwords are refused (as Go's bcrypt does), even when
+    # their first 72 bytes are right, rather than silently cut.
+    assert await status("long", long_password) == 200
+    assert await status("long", long_password + "y") == 401
+    # C bcrypt stops reading at a NUL byte; such passwords are refused, not cut.
+    assert await status("empty", "\0") == 401
+    assert await status("colon", colon + "\0anything") == 401
+
+
+async def test_the_cache_cannot_be_used_to_log_in(serve: Serve) -> None:
+    """The toolkit's CVE-2022-46146: a cache key built by concatenation let a crafted user
+    and password match a cached successful login. Here every triple is its own entry."""
+    served = await serve(
+        f"basic_auth_users:\n  alice: {hashed('secret')}\n  bob: {hashed('other')}\n"
+    )
+    assert (await get(served.url + "/", authorization=basic("alice", "secret")))[0] == 200
+    attempts = [
+        ("alic", "esecret"),
+        ("alice", "secre"),
+        ("alice", "secret\0"),
+        ("alice\0", "secret"),
+        ("bob", "secret"),
+        ("nobody", "secret"),
+        ("", "alice:secret"),
+    ]
+    for user, password in attempts:
+        status, _, _ = await get(served.url + "/", authorization=basic(user, password))
+        assert status == 401, (user, password)
+    # Still cached: the good login does not run bcrypt again.
+    before = served.auth.bcrypt_checks
+    assert (await get(served.url + "/", authorization=basic("alice", "secret")))[0] == 200
+    assert served.auth.bcrypt_checks == before
+
+
+async def test_300_concurrent_logins_run_bcrypt_once(serve: Serve) -> None:
+    served = await serve(f"basic_auth_users:\n  prometheus: {hashed(PASSWORD, cost=10)}\n")
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def login() -> int:
+            headers = {"Authorization": basic("prometheus", PASSWORD)}
+            async with session.get(served.url + "/-/healthy", headers=headers) as response:
+                return response.status
+
+        statuses = await asyncio.gather(*(login() for _ in range(300)))
+    assert statuses == [200] * 300
+    assert served.auth.bcrypt_checks == 1
+
+
+async def test_a_flood_of_wrong_passwords_does_not_block_scrapes(serve: Serve) -> None:
+    served = await serve(f"basic_auth_users:\n  prometheus: {hashed(PASSWORD, cost=10)}\n")
+    good = basic("prometheus", PASSWORD)
+    assert (await get(served.url + "/metrics", authorization=good))[0] == 200
+    flood = [
+        asyncio.create_task(
+            get(served.url + "/metrics", authorization=basic("prometheus", f"guess{i}"))
+        )
+        for i in range(40)
+    ]
+    await asyncio.sleep(0.05)
+    # bcrypt runs in threads: the event loop answers a logged-in scrape meanwhile.
+    status, text, _ = await get(served.url + "/metrics", authorization=good)
+    assert status == 200
+    assert 'apibalance_balance_usd{account="labs",provider="datalabs"} 12.5' in text
+    assert not all(task.done() for task in flood)
+    assert [result[0] for result in await asyncio.gather(*flood)] == [401] * 40
+
+
+# -- TLS ----------------------------------------------------------------------------------
+
+
+async def test_tls_serves_the_certificate_and_refuses_plain_http(
+    serve: Serve, tmp_path: Path, ca: trustme.CA
+) -> None:
+    issue_server_cert(ca, tmp_path)
+    served = await serve(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n", tls=True
+    )
+    status, text, _ = await get(served.url + "/metrics", ssl_context=client_context(ca))
+    assert status == 200
+    assert "apibalance_up" in text
+    with pytest.raises(aiohttp.ClientError):
+        await get(served.url.replace("https://", "http://") + "/metrics")
+    # A client that does not trust the CA refuses the server.
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        await get(served.url + "/metrics")
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
+async def test_tls_below_1_2_is_refused(serve: Serve, tmp_path: Path, ca: trustme.CA) -> None:
+    issue_server_cert(ca, tmp_path)
+    served = await serve(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n", tls=True
+    )
+    old_client = client_context(ca)
+    old_client.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    old_client.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises(aiohttp.ClientError):
+        await get(served.url + "/", ssl_context=old_client)
+    new_client = client_context(ca)
+    new_client.minimum_version = ssl.TLSVersion.TLSv1_2
+    new_client.maximum_version = ssl.TLSVersion.TLSv1_2
+    assert (await get(served.url + "/", ssl_context=new_client))[0] == 200
+
+
+async def test_tls_and_basic_auth_together(serve: Serve, tmp_path: Path, ca: trustme.CA) -> None:
+    issue_server_cert(ca, tmp_path)
+    served = await serve(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"basic_auth_users:\n  prometheus: {hashed(PASSWORD)}\n"
+        "http_server_config:\n  headers:\n    Strict-Transport-Security: max-age=31536000\n",
+        tls=True,
+    )
+    context = client_context(ca)
+    status, _, headers = await get(served.url + "/metrics", ssl_context=context)
+    assert status == 401
+    assert headers["Strict-Transport-Security"] == "max-age=31536000"
+    status, _, headers = await get(
+        served.url + "/metrics", ssl_context=context, authorization=basic("prometheus", PASSWORD)
+    )
+    assert status == 200
+    assert headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
+async def test_client_certificates(serve: Serve, tmp_path: Path, ca: trustme.CA) -> None:
+    issue_server_cert(ca, tmp_path)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
+    served = await serve(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n"
+        "  client_allowed_sans: [prometheus.example]\n",
+        tls=True,
+    )
+    allowed = ca.issue_cert("prometheus.example")
+    other_name = ca.issue_cert("grafana.example")
+    stranger = trustme.CA().issue_cert("prometheus.example")
+
+    assert (await get(served.url + "/", ssl_context=client_context(ca, allowed)))[0] == 200
+    status, _, _ = await get(served.url + "/", ssl_context=client_context(ca, other_name))
+    assert status == 403
+    for context in (client_context(ca), client_context(ca, stranger)):
+        with pytest.raises(aiohttp.ClientError):
+            await get(served.url + "/", ssl_context=context)
+
+
+async def test_optional_client_certificates(serve: Serve, tmp_path: Path, ca: trustme.CA) -> None:
+    issue_server_cert(ca, tmp_path)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
+    served = await serve(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.crt\n",
+        tls=True,
+    )
+    assert (await get(served.url + "/", ssl_context=client_context(ca)))[0] == 200
+    good = ca.issue_cert("prometheus.example")
+    assert (await get(served.url + "/", ssl_context=client_context(ca, good)))[0] == 200
+    stranger = trustme.CA().issue_cert("prometheus.example")
+    with pytest.raises(aiohttp.ClientError):
+        await get(served.url + "/", ssl_context=client_context(ca, stranger))
+
+
+# -- probe --------------------------------------------------------------------------------
+
+
+async def test_probe_collects_only_configured_accounts(serve: Serve) -> None:
+    served = await serve(f"basic_auth_users:\n  prometheus: {hashed(PASSWORD)}\n")
+    good = basic("prometheus", PASSWORD)
+    status, text, _ = await get(served.url + "/probe?account=labs", authorization=good)
+    assert status == 200
+    found = samples(text)
+    assert value(found, "apibalance_balance_usd", account="labs", provider="datalabs") == 12.5
+    assert value(found, "apibalance_balance_usd", account="other", provider="datalabs") is None
+    for query in ("account=nope", "", "target=http://evil.example/", "account=labs&target=x"):
+        status, text, _ = await get(served.url + "/probe?" + query, authorization=good)
+        assert status == 400, query
+        assert "evil" not in text
+
+
+# -- rotation on reload -------------------------------------------------------------------
+
+
+async def test_api_key_file_is_read_again_on_reload(tmp_path: Path, simulator: Simulator) -> None:
+    simulator.add("datalabs", SimAccount("old-key", balance=1.0))
+    simulator.add("datalabs", SimAccount("new-key", balance=2.0))
+    key_file = tmp_path / "labs.key"
+    key_file.write_text("old-key\n")
+    key_file.chmod(0o600)
+    config = write_config(
+        tmp_path,
+        {
+            "global": {"cache_ttl": "0s"},
+            "accounts": [
+                {
+                    "name": "labs",
+                    "provider": "datalabs",
+                    "api_key_file": str(key_file),
+                    "base_url": simulator.base_url("datalabs"),
+                }
+            ],
+        },
+    )
+    port = free_port()
+    _, running = await start(parse_args(["--config.file", str(config)]), [("127.0.0.1", port)])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        labs = {"account": "labs", "provider": "datalabs"}
+        text = (await get(url + "/metrics"))[1]
+        assert value(samples(text), "apibalance_balance_usd", **labs) == 1.0
+        key_file.write_text("new-key\n")
+        assert (await get(url + "/-/reload", method="POST"))[0] == 200
+        text = (await get(url + "/metrics"))[1]
+        assert value(samples(text), "apibalance_balance_usd", **labs) == 2.0
+        seen = [r for r in simulator.requests if r.provider == "datalabs"]
+        assert "new-key" in str(seen[-1].headers) + seen[-1].body.decode()
+        assert "old-key" not in str(seen[-1].headers) + seen[-1].body.decode()
+    finally:
+        await running.close()
+
+
+async def test_certificate_and_users_are_renewed_on_reload(
+    serve: Serve, tmp_path: Path, ca: trustme.CA
+) -> None:
+    first = issue_server_cert(ca, tmp_path)
+    served = await serve(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"basic_auth_users:\n  prometheus: {hashed('old')}\n",
+        tls=True,
+    )
+    context = client_context(ca)
+
+    async def served_certificate() -> bytes:
+        host, port = served.url.removeprefix("https://").split(":")
+        _, writer = await asyncio.open_connection(host, int(port), ssl=context)
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        writer.close()
+        await writer.wait_closed()
+        assert isinstance(der, bytes)
+        return der
+
+    def der(cert: trustme.LeafCert) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
+
+    assert await served_certificate() == der(first)
+    second = issue_server_cert(ca, tmp_path)
+    served.web_config.write_text(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"basic_auth_users:\n  prometheus: {hashed('new')}\n"
+    )
+    reload = await get(
+        served.url + "/-/reload",
+        method="POST",
+        ssl_context=context,
+        authorization=basic("prometheus", "old"),
+    )
+    assert reload[0] == 200, reload[1]
+    assert await served_certificate() == der(second)
+    assert (
+        await get(served.url + "/", ssl_context=context, authorization=basic("prometheus", "old"))
+    )[0] == 401
+    assert (
+        await get(served.url + "/", ssl_context=context, authorization=basic("prometheus", "new"))
+    )[0] == 200
+
+
+async def test_a_bad_web_config_on_reload_keeps_the_running_one(serve: Serve) -> None:
+    served = await serve(f"basic_auth_users:\n  prometheus: {hashed(PASSWORD)}\n")
+    good = basic("prometheus", PASSWORD)
+    served.web_config.write_text("basic_auth_users:\n  prometheus: plaintext-password\n")
+    status, text, _ = await get(served.url + "/-/reload", method="POST", authorization=good)
+    assert status == 500
+    assert f"{served.web_config}:2: basic_auth_users.prometheus: not a bcrypt hash" in text
+    assert "plaintext-password" not in text
+    status, text, _ = await get(served.url + "/metrics", authorization=good)
+    assert status == 200
+    assert value(samples(text), "apibalance_config_last_reload_successful") == 0.0
+    # Turning TLS on needs a restart: refused, not half-applied.
+    served.web_config.write_text("tls_server_config:\n  cert_file: a\n  key_file: b\n")
+    status, text, _ = await get(served.url + "/-/reload", method="POST", authorization=good)
+    assert status == 500
