@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import yaml
 
+from exporter.webconfig import load_web_config
 from tests.helpers import require_tool
 
 ROOT = Path(__file__).parent.parent
@@ -240,3 +242,44 @@ def test_the_build_context_installs_and_runs(tmp_path: Path) -> None:
         check=False,
     )
     assert check.returncode == 0, check.stderr
+
+
+# -- the README's examples ----------------------------------------------------------------
+
+
+def readme_section_yaml(heading: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return re.findall(r"```yaml\n(.*?)```", text[start:end], re.DOTALL)
+
+
+def test_readme_prometheus_examples_pass_promtool(tmp_path: Path) -> None:
+    promtool = require_tool("promtool")
+    blocks = [b for b in readme_section_yaml("Security and deployment") if "scrape_configs" in b]
+    assert len(blocks) == 2  # behind TLS and basic auth; /probe with relabelling
+    for index, block in enumerate(blocks):
+        # Files a real setup has (a CA, a password file) are made here so promtool finds them.
+        for path in re.findall(r"(?:ca_file|password_file): (\S+)", block):
+            local = tmp_path / Path(path).name
+            local.write_text("placeholder\n")
+            block = block.replace(path, str(local))
+        config = tmp_path / f"prometheus-{index}.yml"
+        config.write_text(block)
+        result = subprocess.run(
+            [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, block + result.stdout + result.stderr
+
+
+def test_readme_web_config_example_loads(tmp_path: Path) -> None:
+    [block] = [
+        b for b in readme_section_yaml("Security and deployment") if "tls_server_config" in b
+    ]
+    cert = trustme.CA().issue_cert("localhost")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    (tmp_path / "web.yml").write_text(block)
+    config = load_web_config(tmp_path / "web.yml")
+    assert config.tls
+    assert set(config.users) == {"prometheus"}
