@@ -52,7 +52,9 @@ class BasicAuth:
         self._dummy_hash = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(cost))
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        # Checks already queued still finish: requests that started before a reload get
+        # their answer from the users they started with.
+        self._executor.shutdown(wait=False)
 
     async def check(self, authorization: str | None) -> str | None:
         """The authenticated user name, or None."""
