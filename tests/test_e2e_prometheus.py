@@ -33,6 +33,8 @@ RULES = ROOT / "alerts" / "rules" / "apibalance.rules.yml"
 ALERTMANAGER = ROOT / "alerts" / "alertmanager.yml"
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 JOB = "apibalance"
+PROBE_JOB = "apibalance-probe"
+PROBED = ["capmonster-low", "anticaptcha-main"]
 
 # The burn-rate rules compare the balance with itself a minute ago: data needs a minute.
 BURN_RATE_DATA_AFTER = 65.0
@@ -98,12 +100,30 @@ def alertmanager_config(directory: Path, webhook_base: str) -> Path:
     return path
 
 
+def readme_probe_job(exporter: str) -> dict[str, Any]:
+    """The README's /probe job, pointed at this exporter and two demo accounts."""
+    text = (ROOT / "README.md").read_text()
+    [block] = [
+        b for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL) if "metrics_path: /probe" in b
+    ]
+    [job] = yaml.safe_load(block)["scrape_configs"]
+    job["static_configs"] = [{"targets": PROBED}]
+    for rule in job["relabel_configs"]:
+        if rule.get("target_label") == "__address__":
+            rule["replacement"] = exporter
+    assert isinstance(job, dict)
+    return job
+
+
 def prometheus_config(directory: Path, exporter: str, alertmanager: str, rules: Path) -> Path:
     document = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules)],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [exporter]}]}],
+        "scrape_configs": [
+            {"job_name": JOB, "static_configs": [{"targets": [exporter]}]},
+            readme_probe_job(exporter),
+        ],
     }
     path = directory / "prometheus.yml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -260,12 +280,12 @@ async def test_rules_load_alerts_reach_the_webhook_and_every_panel_has_data(
 
     # The demo's capmonster-low account (3.20 USD, threshold 5 USD) is low: the alert goes
     # through Alertmanager's warning route to the chat webhook with its labels.
-    while not env.webhook.find(alertname="ApiBalanceLow", account="capmonster-low"):
+    while not env.webhook.find(alertname="ApiBalanceLow", account="capmonster-low", job=JOB):
         assert time.monotonic() < deadline, (
             f"no ApiBalanceLow at the webhook: {env.webhook.received}"
         )
         await asyncio.sleep(0.5)
-    path, alert = env.webhook.find(alertname="ApiBalanceLow", account="capmonster-low")[0]
+    path, alert = env.webhook.find(alertname="ApiBalanceLow", account="capmonster-low", job=JOB)[0]
     assert path == "/chat"
     assert alert["status"] == "firing"
     assert alert["labels"]["provider"] == "capmonster"
@@ -275,6 +295,25 @@ async def test_rules_load_alerts_reach_the_webhook_and_every_panel_has_data(
     assert alert["annotations"]["runbook_url"].endswith("#apibalancelow")
     # Healthy demo accounts well above their threshold do not fire.
     assert not env.webhook.find(alertname="ApiBalanceLow", account="anticaptcha-main")
+
+    # The README's /probe job: one target per account, instance = account, that account only.
+    while True:
+        up = await api(session, f"{env.prometheus}/api/v1/query", query=f'up{{job="{PROBE_JOB}"}}')
+        if len(up["result"]) == len(PROBED):
+            break
+        assert time.monotonic() < deadline, f"probe targets not scraped: {up}"
+        await asyncio.sleep(0.5)
+    assert {r["metric"]["instance"]: r["value"][1] for r in up["result"]} == dict.fromkeys(
+        PROBED, "1"
+    )
+    balances = await api(
+        session,
+        f"{env.prometheus}/api/v1/query",
+        query=f'apibalance_balance_usd{{job="{PROBE_JOB}"}}',
+    )
+    assert sorted(
+        (r["metric"]["instance"], r["metric"]["account"]) for r in balances["result"]
+    ) == sorted((name, name) for name in PROBED)
 
     # Every panel's query returns data once the burn rate has a minute of history.
     queries = panel_queries()
