@@ -135,9 +135,10 @@ class UpstreamProtocol(asyncio.Protocol):
         if transport is None:
             return
         reason = "OK" if status == 200 else "Not Found"
+        connection = "Connection: close\r\n" if close else ""
         head = (
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n"
+            f"Content-Length: {len(body)}\r\n{connection}\r\n"
         )
         transport.write(head.encode() + body)
         if close:
@@ -494,7 +495,7 @@ def concurrent_scrapes(port: int, accounts: int, scrapers: int, duration: float)
         try:
             barrier.wait()
             while not stop.is_set():
-                elapsed, body = scraper.scrape()
+                _, body = scraper.scrape()
                 if index == 0 and done[0] == 0 and accounts_up(body) != accounts:
                     raise RuntimeError("not every account is up")
                 done[index] += 1
@@ -562,9 +563,7 @@ def goals(results: Results) -> list[tuple[str, str, bool | None]]:
         run = next(
             (r for r in full if r.accounts == accounts and r.latency_ms == GOAL_LATENCY_MS), None
         )
-        name = (
-            f"{accounts} accounts at {GOAL_LATENCY_MS} ms: median scrape <= {limit}x upstream"
-        )
+        name = f"{accounts} accounts at {GOAL_LATENCY_MS} ms: median scrape <= {limit}x upstream"
         if run is None:
             found.append((name, "not run", None))
         else:
@@ -704,9 +703,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="10 accounts, 3 scrapes each: the CI smoke run"
     )
-    parser.add_argument(
-        "--accounts", default="10,100,1000", help="comma-separated account counts"
-    )
+    parser.add_argument("--accounts", default="10,100,1000", help="comma-separated account counts")
     parser.add_argument(
         "--latencies", default="50,200", help="comma-separated upstream latencies, ms"
     )
