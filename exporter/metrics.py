@@ -15,6 +15,7 @@ account that fails or disappears leaves no stale series behind. Sample expositio
 
 from __future__ import annotations
 
+import functools
 import math
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -47,14 +48,13 @@ def _escape_value(value: str) -> str:
 def _value(number: float) -> str:
     """A sample value as prometheus_client writes it (`floatToGoString`: Python's repr, with
     Go's exponent from 1e7 up, `+Inf`, `-Inf`, `NaN`), and the newline."""
-    number = float(number)
-    if not math.isfinite(number):
-        return ("NaN" if math.isnan(number) else "+Inf" if number > 0 else "-Inf") + "\n"
-    text = repr(number)
+    text = repr(float(number))
     dot = text.find(".")
-    if number > 0 and dot > 6:
+    if dot > 6 and number > 0:
         mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
         return f"{mantissa}e+{dot - 1:02d}\n"
+    if text[-1] in "fn":  # inf, -inf, nan
+        return ("NaN" if math.isnan(number) else "+Inf" if number > 0 else "-Inf") + "\n"
     return text + "\n"
 
 
@@ -164,7 +164,17 @@ _HEADERS = {
     openmetrics: tuple(family.header(openmetrics) for family in ACCOUNT_FAMILIES)
     for openmetrics in (False, True)
 }
-_REASONS = tuple((reason, reason.value) for reason in Reason)
+# Every reason's line of an account; {0} is `{account="...",provider="..."`.
+_REASON_ORDER = tuple(Reason)  # iterating a tuple is much cheaper than iterating the enum
+_ERROR_LINES = "".join(
+    ERRORS.name + '_total{0},reason="' + reason.value + '"}} {' + str(i) + "}"
+    for i, reason in enumerate(Reason, 1)
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _count_value(count: int) -> str:
+    return _value(float(count))
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,48 +264,51 @@ class AccountCollector(Collector):
 
         prometheus_client spends most of a scrape of many accounts building sample objects
         and escaping names one character at a time; here names are constants, label values
-        are escaped once per account, and each sample is one f-string.
+        are escaped once per account, and each sample is one string concatenation.
         """
-        up: list[str] = []
-        balance: list[str] = []
-        credits: list[str] = []
-        limit_left: list[str] = []
-        limit_reset: list[str] = []
-        hourly_spend: list[str] = []
-        hourly_tasks: list[str] = []
-        daily_spend: list[str] = []
-        daily_tasks: list[str] = []
-        threshold: list[str] = []
-        duration: list[str] = []
-        last_success: list[str] = []
-        errors: list[str] = []
+        lines: tuple[list[str], ...] = tuple([] for _ in ACCOUNT_FAMILIES)
+        (
+            up,
+            balance,
+            credits,
+            limit_left,
+            limit_reset,
+            hourly_spend,
+            hourly_tasks,
+            daily_spend,
+            daily_tasks,
+            threshold,
+            duration,
+            last_success,
+            errors,
+        ) = lines
         go = _value
+        count = _count_value
+        error_lines = _ERROR_LINES.format
+        reasons = _REASON_ORDER
         for snapshot in self._snapshots:
             account = snapshot.account
+            # `{account="...",provider="..."`: label names in sorted order, as prometheus_client.
             name = _escape_value(account.name)
-            provider = _escape_value(account.provider_type)
-            ids = f'{{account="{name}",provider="{provider}"}} '
+            provider = f'",provider="{_escape_value(account.provider_type)}"'
+            ids = '{account="' + name + provider + "} "
             outcome = snapshot.outcome
             reading = outcome.reading
-            up.append(ids + ("1.0\n" if outcome.ok else "0.0\n"))
+            up.append(ids + ("1.0\n" if outcome.error is None else "0.0\n"))
             if reading is not None:
                 if reading.balance_usd is not None:
                     balance.append(ids + go(reading.balance_usd))
                 for credit in reading.credits:
                     credits.append(
-                        f'{{account="{name}",credit_type="{_escape_value(credit.credit_type)}",'
-                        f'pool="{_escape_value(credit.pool)}",provider="{provider}"}} '
-                        + go(credit.value)
+                        f'{{account="{name}",credit_type="{_escape_value(credit.credit_type)}"'
+                        f',pool="{_escape_value(credit.pool)}{provider}}} ' + go(credit.value)
                     )
                 if reading.daily_limit_remaining is not None:
                     limit_left.append(ids + go(reading.daily_limit_remaining))
                 if reading.daily_limit_reset_seconds is not None:
                     limit_reset.append(ids + go(reading.daily_limit_reset_seconds))
                 for spend in reading.spend:
-                    queue = (
-                        f'{{account="{name}",provider="{provider}",'
-                        f'queue="{_escape_value(spend.queue)}"}} '
-                    )
+                    queue = f'{{account="{name}{provider},queue="{_escape_value(spend.queue)}"}} '
                     hourly_spend.append(queue + go(spend.hourly_spend_usd))
                     hourly_tasks.append(queue + go(spend.hourly_tasks))
                     daily_spend.append(queue + go(spend.daily_spend_usd))
@@ -306,37 +319,22 @@ class AccountCollector(Collector):
             if snapshot.last_success_wall is not None:
                 last_success.append(ids + go(snapshot.last_success_wall))
             counts = snapshot.errors
-            prefix = f'{{account="{name}",provider="{provider}",reason="'
-            errors.extend(
-                prefix + reason_value + '"} ' + go(float(counts[reason]))
-                for reason, reason_value in _REASONS
+            errors.append(
+                error_lines('{account="' + name + provider, *[count(counts[r]) for r in reasons])
             )
         out: list[str] = []
-        for (header, sample_name), family, lines in zip(
-            _HEADERS[openmetrics],
-            ACCOUNT_FAMILIES,
-            (
-                up,
-                balance,
-                credits,
-                limit_left,
-                limit_reset,
-                hourly_spend,
-                hourly_tasks,
-                daily_spend,
-                daily_tasks,
-                threshold,
-                duration,
-                last_success,
-                errors,
-            ),
-            strict=True,
+        for (header, sample_name), family, samples in zip(
+            _HEADERS[openmetrics], ACCOUNT_FAMILIES, lines, strict=True
         ):
-            if lines or family.always:
+            if samples or family.always:
                 out.append(header)
-                for line in lines:
-                    out.append(sample_name)
-                    out.append(line)
+                if family is ERRORS:
+                    # Each entry is the whole block of an account, sample names included.
+                    out.extend(samples)
+                else:
+                    for line in samples:
+                        out.append(sample_name)
+                        out.append(line)
         return "".join(out)
 
 
