@@ -26,7 +26,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import resource
 import signal
 import socket
@@ -123,12 +122,11 @@ class UpstreamProtocol(asyncio.Protocol):
             key = json.loads(body).get("clientKey", "")
         except (ValueError, AttributeError):
             key = ""
-        if isinstance(key, str) and key.startswith("bench-"):
-            status, payload = 200, {"errorId": 0, "balance": BALANCE}
-        else:
-            status, payload = 200, {"errorId": 1, "errorCode": "ERROR_KEY_DOES_NOT_EXIST"}
+        payload: dict[str, object] = {"errorId": 0, "balance": BALANCE}
+        if not (isinstance(key, str) and key.startswith("bench-")):
+            payload = {"errorId": 1, "errorCode": "ERROR_KEY_DOES_NOT_EXIST"}
         latency = int(prefix[3:]) / 1000
-        self._loop.call_later(latency, self._send, status, json.dumps(payload).encode(), close)
+        self._loop.call_later(latency, self._send, 200, json.dumps(payload).encode(), close)
 
     def _send(self, status: int, body: bytes, close: bool) -> None:
         transport = self._transport
@@ -232,6 +230,8 @@ def write_config(
 # With two CPUs or more, the exporter gets one to itself and the fake upstream and the scrapers
 # share the rest: in production providers and Prometheus run on other machines.
 EXPORTER_CPUS: set[int] | None = None
+# The interpreter that runs the exporter (--python); by default the one running this script.
+EXPORTER_PYTHON = sys.executable
 
 
 def pin_cpus() -> str:
@@ -255,7 +255,7 @@ class Exporter:
         self.port = free_port()
         self._process = subprocess.Popen(
             [
-                sys.executable,
+                EXPORTER_PYTHON,
                 "-m",
                 "exporter",
                 "--config.file",
@@ -369,6 +369,11 @@ class Uncached:
     @property
     def p95_ms(self) -> float:
         return percentile(self.scrapes, 0.95) * 1000
+
+    @property
+    def floor_ms(self) -> float:
+        """The physical limit: max_concurrency requests at a time, each taking the latency."""
+        return math.ceil(self.accounts / self.max_concurrency) * self.latency_ms
 
     @property
     def ratio(self) -> float:
@@ -576,6 +581,23 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def cpu_fit(runs: Sequence[Uncached]) -> tuple[float, float] | None:
+    """CPU ms per uncached scrape as fixed + per-account x accounts, by least squares."""
+    points = [
+        (float(r.accounts), r.cpu_seconds * 1000 / len(r.scrapes))
+        for r in runs
+        if not r.default_concurrency
+    ]
+    if len({x for x, _ in points}) < 2:
+        return None
+    mean_x = statistics.fmean(x for x, _ in points)
+    mean_y = statistics.fmean(y for _, y in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum(
+        (x - mean_x) ** 2 for x, _ in points
+    )
+    return mean_y - slope * mean_x, slope
+
+
 def goals(results: Results) -> list[tuple[str, str, bool | None]]:
     """(goal, measured, met); met is None when the run did not measure it."""
     found: list[tuple[str, str, bool | None]] = []
@@ -629,14 +651,26 @@ def goals(results: Results) -> list[tuple[str, str, bool | None]]:
     return found
 
 
-def report(results: Results, seconds: float, placement: str) -> str:
-    import aiohttp  # the exporter's version, for the record
+def exporter_versions() -> str:
+    """Python and aiohttp versions of the interpreter that runs the exporter."""
+    out = subprocess.run(
+        [
+            EXPORTER_PYTHON,
+            "-c",
+            "import platform, aiohttp; print(platform.python_version(), aiohttp.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return f"Python {out[0]}, aiohttp {out[1]}"
 
+
+def report(results: Results, seconds: float, placement: str) -> str:
     lines = [
-        f"apibalance-exporter benchmark: {os.cpu_count()} CPUs, Python"
-        f" {platform.python_version()}, aiohttp {aiohttp.__version__}; fake upstream in its own"
-        " process on loopback; scrapes sent as Prometheus sends them (OpenMetrics, gzip);"
-        f" {placement}",
+        f"apibalance-exporter benchmark: {os.cpu_count()} CPUs, exporter on"
+        f" {exporter_versions()}; fake upstream in its own process on loopback; scrapes sent"
+        f" as Prometheus sends them (OpenMetrics, gzip); {placement}",
         "",
         "Uncached scrapes (cache_ttl 0s): every scrape asks every account",
     ]
@@ -653,6 +687,7 @@ def report(results: Results, seconds: float, placement: str) -> str:
                 str(r.latency_ms),
                 f"{r.max_concurrency}{' (default)' if r.default_concurrency else ''}",
                 str(len(r.scrapes)),
+                fmt(r.floor_ms, 0),
                 fmt(r.median_ms),
                 fmt(r.p95_ms),
                 fmt(r.ratio, 2) + "x",
@@ -669,6 +704,7 @@ def report(results: Results, seconds: float, placement: str) -> str:
             "upstream ms",
             "max_concurrency",
             "scrapes",
+            "floor ms",
             "median ms",
             "p95 ms",
             "median/upstream",
@@ -709,6 +745,14 @@ def report(results: Results, seconds: float, placement: str) -> str:
                 ]
             ],
         )
+    fit = cpu_fit(results.uncached)
+    if fit is not None:
+        fixed, per_account = fit
+        lines += [
+            "",
+            f"Exporter CPU per uncached scrape ~ {fixed:.2f} ms + {per_account:.3f} ms x accounts"
+            " (least squares over the runs with max_concurrency >= accounts)",
+        ]
     lines += ["", "Goals"]
     for name, measured, met in goals(results):
         mark = "n/a" if met is None else ("met" if met else "MISSED")
@@ -744,6 +788,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=100,
         help="run the by-hand loop over at most this many accounts; beyond, estimate from it",
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the Python that runs the exporter (one with the exporter installed)",
     )
     parser.add_argument(
         "--no-pin",
@@ -815,7 +864,9 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> Results:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global EXPORTER_PYTHON
     args = parse_args(argv)
+    EXPORTER_PYTHON = args.python
     raise_open_files_limit()
     placement = pin_cpus() if args.pin else "no CPU pinning"
     started = time.monotonic()
