@@ -248,6 +248,28 @@ def pin_cpus() -> str:
     )
 
 
+def reference_ms() -> float:
+    """A fixed pure-Python workload on the exporter's CPU, in ms: how fast the
+    machine is right now (a shared VM's speed drifts by tens of per cent from run to run).
+    Best of six: the first rounds after an idle spell run slower."""
+    own = os.sched_getaffinity(0)
+    if EXPORTER_CPUS is not None:
+        os.sched_setaffinity(0, EXPORTER_CPUS)
+    try:
+        best = math.inf
+        data = {"errorId": 0, "balance": BALANCE, "clientKey": "bench-key-00000"}
+        for _ in range(6):
+            started = time.perf_counter()
+            for i in range(20_000):
+                text = json.dumps(data)
+                json.loads(text)
+                _ = f'{{account="acct-{i:05d}",provider="datalabs"}} {text}\n'
+            best = min(best, time.perf_counter() - started)
+        return best * 1000
+    finally:
+        os.sched_setaffinity(0, own)
+
+
 class Exporter:
     """`python -m exporter` on a config, listening on a free loopback port."""
 
@@ -416,6 +438,7 @@ class Cached:
 class Results:
     uncached: list[Uncached] = field(default_factory=list)
     cached: Cached | None = None
+    reference_ms: list[float] = field(default_factory=list)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -581,23 +604,6 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def cpu_fit(runs: Sequence[Uncached]) -> tuple[float, float] | None:
-    """CPU ms per uncached scrape as fixed + per-account x accounts, by least squares."""
-    points = [
-        (float(r.accounts), r.cpu_seconds * 1000 / len(r.scrapes))
-        for r in runs
-        if not r.default_concurrency
-    ]
-    if len({x for x, _ in points}) < 2:
-        return None
-    mean_x = statistics.fmean(x for x, _ in points)
-    mean_y = statistics.fmean(y for _, y in points)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum(
-        (x - mean_x) ** 2 for x, _ in points
-    )
-    return mean_y - slope * mean_x, slope
-
-
 def goals(results: Results) -> list[tuple[str, str, bool | None]]:
     """(goal, measured, met); met is None when the run did not measure it."""
     found: list[tuple[str, str, bool | None]] = []
@@ -745,19 +751,17 @@ def report(results: Results, seconds: float, placement: str) -> str:
                 ]
             ],
         )
-    fit = cpu_fit(results.uncached)
-    if fit is not None:
-        fixed, per_account = fit
-        lines += [
-            "",
-            f"Exporter CPU per uncached scrape ~ {fixed:.2f} ms + {per_account:.3f} ms x accounts"
-            " (least squares over the runs with max_concurrency >= accounts)",
-        ]
     lines += ["", "Goals"]
     for name, measured, met in goals(results):
         mark = "n/a" if met is None else ("met" if met else "MISSED")
         lines.append(f"  [{mark:>6}] {name}: {measured}")
-    lines += ["", f"benchmark took {seconds:.0f} s"]
+    lines += [
+        "",
+        "Machine speed: reference workload "
+        + " ms, then ".join(f"{ms:.0f}" for ms in results.reference_ms)
+        + " ms (before, after; lower is faster)",
+        f"benchmark took {seconds:.0f} s",
+    ]
     return "\n".join(lines)
 
 
@@ -823,6 +827,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> Results:
     counts = [int(n) for n in args.accounts.split(",")]
     latencies = [int(n) for n in args.latencies.split(",")]
     results = Results()
+    results.reference_ms.append(reference_ms())
     upstream = FakeUpstream()
     try:
         with tempfile.TemporaryDirectory(prefix="apibalance-bench-") as tmp:
@@ -860,6 +865,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> Results:
             )
     finally:
         upstream.stop()
+    results.reference_ms.append(reference_ms())
     return results
 
 
