@@ -9,7 +9,10 @@ speaks the anti-captcha protocol (POST /getBalance {"clientKey"}, answer {"error
 is part of the path (`/lat200/getBalance`), so one server plays every latency. The exporter
 runs as its own process (`python -m exporter`) on a generated config of N accounts pointing
 at it, and is scraped over HTTP the way Prometheus scrapes it (same Accept and
-Accept-Encoding headers). Exporter CPU and RSS come from /proc/<pid>/stat and status.
+Accept-Encoding headers). Exporter CPU comes from /proc/<pid>/task/*/schedstat (nanoseconds,
+every thread) and RSS from /proc/<pid>/status. With two CPUs or more the exporter is pinned
+to one and everything else to the others: in production the providers and Prometheus are
+elsewhere.
 
 The "by hand" baseline is what a user copying a provider's example would run: a loop of
 sequential requests, one new connection each (urllib here, as `requests.post` without a
