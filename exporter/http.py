@@ -7,6 +7,7 @@ import html
 import logging
 import ssl
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -29,6 +30,9 @@ WebConfigLoader = Callable[[], WebConfig]
 SCRAPE_PATHS = frozenset({"/metrics", "/probe"})
 DEFAULT_MAX_REQUESTS = 40
 RUNTIME_COLLECTORS: tuple[Collector, ...] = (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR)
+# 1000 accounts are about 1 MB of text: 1.9 ms to compress at level 1 (60 KB), 5.6 ms at 6.
+GZIP_LEVEL = 1
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # the gzip container
 
 
 class Exporter:
@@ -250,10 +254,14 @@ def scrape_timeout(request: web.Request) -> float | None:
 
 def exposition(request: web.Request, collectors: Sequence[Collector]) -> web.StreamResponse:
     body, content_type = render(collectors, request.headers.get("Accept"))
-    response = web.Response(body=body, headers={"Content-Type": content_type})
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        response.enable_compression()
-    return response
+    headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("Accept-Encoding", "").lower():
+        # Compressed here, at the fastest level, rather than by aiohttp: its default level
+        # takes three times as long for 15 % less, and it hands big bodies to a thread pool
+        # whose threads and allocator arenas cost more memory than the few ms they save.
+        body = zlib.compress(body, GZIP_LEVEL, wbits=GZIP_WBITS)
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
 
 
 LANDING_PAGE = """<!DOCTYPE html>

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 from exporter.config import Config, build_config
-from exporter.engine import AUTH_BACKOFF_BASE, Engine, scrape_budget
+from exporter.engine import AUTH_BACKOFF_BASE, Engine, GcPause, scrape_budget
 from exporter.model import Reason
 from exporter.simulator import SimAccount, Simulator, delay, hang, respond
 from exporter.upstream import Upstream
@@ -274,3 +275,49 @@ async def test_a_scrape_arriving_as_the_last_waiter_leaves_starts_afresh(
     assert gave_up.reason is Reason.TIMEOUT
     outcome = await state.observe(5.0)
     assert outcome.ok
+
+
+def test_gc_is_paused_while_scrapes_wait_and_resumed_after() -> None:
+    assert gc.isenabled()
+    pause = GcPause()
+    with pause:
+        assert not gc.isenabled()
+        with pause:  # a second scrape at the same time
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_gc_pause_ends_when_overlapping_scrapes_never_stop() -> None:
+    pause = GcPause()
+    pause.MAX_SECONDS = 0.0
+    pause.__enter__()
+    pause.__enter__()
+    assert not gc.isenabled()
+    pause.__exit__()  # one scrape ends while the other still waits: paused too long
+    assert gc.isenabled()
+    pause.__exit__()
+    assert gc.isenabled()
+
+
+def test_gc_pause_leaves_a_disabled_collector_alone() -> None:
+    gc.disable()
+    try:
+        pause = GcPause()
+        with pause:
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+async def test_a_scrape_leaves_the_collector_enabled(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    simulator.add("datalabs", SimAccount("k-gc", chaos=[(1.0, delay(0.05))]))
+    engine = Engine(config_of(simulator, one(simulator, "datalabs", "k-gc")), upstream)
+    scrape = asyncio.get_running_loop().create_task(engine.collect())
+    await asyncio.sleep(0.02)
+    assert not gc.isenabled()
+    assert (await scrape)[0].outcome.ok
+    assert gc.isenabled()

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from exporter.config import build_config
 from exporter.engine import Engine
-from exporter.metrics import AccountCollector, render
+from exporter.metrics import AccountCollector, ExporterCollector, ReloadStatus, render
 from exporter.simulator import SimAccount, Simulator, respond
 from exporter.upstream import Upstream
 from tests.conftest import ExporterFactory
@@ -154,3 +159,88 @@ async def test_openmetrics_on_request(simulator: Simulator, make_exporter: Expor
     families = {f.name: f for f in text_string_to_metric_families(text)}  # type: ignore[no-untyped-call]
     assert families["apibalance_collect_errors"].type == "counter"
     assert families["apibalance_up"].type == "gauge"
+
+
+# What Prometheus 2 and 3 send, and the variants prometheus_client knows.
+ACCEPT_HEADERS = [
+    None,
+    "text/plain;version=0.0.4",
+    "text/plain;version=1.0.0;escaping=allow-utf-8",
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;"
+    "escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    "application/openmetrics-text",
+    "application/openmetrics-text;version=1.0.0;escaping=underscores",
+    "application/openmetrics-text;version=1.0.0;escaping=dots",
+    "application/openmetrics-text;version=1.0.0;escaping=values",
+]
+
+
+def awkward_labels(simulator: Simulator) -> list[dict[str, object]]:
+    """Label values with a quote, a backslash and non-ASCII text, which need escaping."""
+    simulator.add(
+        "anticaptcha",
+        SimAccount("odd-anticaptcha", balance=1e7, captcha_credits=0, queue_shares={}),
+    )
+    simulator.add("json", SimAccount("odd-json", payload={"a": 123456789.5, "b": 1e-7}))
+    return [
+        account(
+            "odd.queue:1",
+            "anticaptcha",
+            "odd-anticaptcha",
+            simulator.base_url("anticaptcha"),
+            spending_stats={"queues": ['say "hi"', "back\\slash", "Überwachung"]},
+        ),
+        {
+            "name": "odd-json",
+            "provider": "http_json",
+            "api_key": "odd-json",
+            "request": {
+                "url": simulator.base_url("json") + "/balance",
+                "headers": {"X-Api-Key": "{api_key}"},
+            },
+            "values": {
+                "credits": [
+                    {"credit_type": 'quote"d', "pool": "a\\b", "path": "a"},
+                    {"credit_type": "ünïcode", "pool": "p", "path": "b"},
+                ]
+            },
+        },
+    ]
+
+
+@pytest.mark.parametrize("accept", ACCEPT_HEADERS)
+async def test_own_renderer_writes_what_prometheus_client_writes(
+    upstream: Upstream, accept: str | None
+) -> None:
+    """`render` writes account series itself; byte for byte what prometheus_client writes."""
+    simulator = Simulator(seed=0)
+    await simulator.start()
+    try:
+        data = known_answers(simulator)
+        data["accounts"] = [*data["accounts"], *awkward_labels(simulator)]  # type: ignore[misc]
+        config = build_config(data, source="equivalence")
+        snapshots = await Engine(config, upstream).collect()
+    finally:
+        await simulator.stop()
+    assert len(snapshots) == 12
+    reload_status = ReloadStatus(True, time.time())
+    for chosen in ([], snapshots[:1], snapshots):
+        collectors: list[Collector] = [
+            AccountCollector(chosen),
+            ExporterCollector(lambda: reload_status),
+        ]
+        body, content_type = render(collectors, accept)
+        registry = CollectorRegistry(auto_describe=False)
+        for collector in collectors:
+            registry.register(collector)
+        encoder, expected_type = choose_encoder(accept or "")
+        assert content_type == expected_type
+        assert body.decode() == encoder(registry).decode()
+        # /probe: account series only.
+        body, _ = render(collectors[:1], accept)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collectors[0])
+        assert body.decode() == encoder(registry).decode()
