@@ -10,8 +10,9 @@ import logging
 import platform
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -25,6 +26,7 @@ from exporter.upstream import Upstream
 from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
+T = TypeVar("T")
 
 DEFAULT_CONFIG = "apibalance.yml"
 DEFAULT_LISTEN = ":9877"
@@ -141,26 +143,28 @@ def check(args: argparse.Namespace) -> int:
     if args.demo:
         print(f"{DEMO_SOURCE}: OK, built-in demo accounts")
     else:
-        try:
-            config = load_config(args.config_file)
-        except ConfigError as error:
-            for line in error.lines:
-                print(line, file=sys.stderr)
-            failed = True
-        else:
+        config = _checked(load_config, args.config_file)
+        if config is not None:
             for warning in config.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
             print(config.summary())
+        failed = config is None
     if args.web_config_file:
-        try:
-            web_config = load_web_config(args.web_config_file)
-        except ConfigError as error:
-            for line in error.lines:
-                print(line, file=sys.stderr)
-            failed = True
-        else:
+        web_config = _checked(load_web_config, args.web_config_file)
+        if web_config is not None:
             print(web_config.summary())
+        failed = failed or web_config is None
     return 1 if failed else 0
+
+
+def _checked(load: Callable[[str], T], path: str) -> T | None:
+    """What `load` returns, or None after printing its problems."""
+    try:
+        return load(path)
+    except ConfigError as error:
+        for line in error.lines:
+            print(line, file=sys.stderr)
+        return None
 
 
 @dataclass

@@ -147,14 +147,8 @@ def _mode(path: str | os.PathLike[str]) -> int:
         return 0
 
 
-def parse_config(
-    text: str,
-    *,
-    source: str = "<config>",
-    base_dir: Path | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Config:
-    """Validate config text; raise `ConfigError` listing every problem found."""
+def read_yaml(text: str, source: str) -> tuple[Any, Locator]:
+    """The data of a YAML document and a locator for its lines; `ConfigError` if not YAML."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -163,7 +157,18 @@ def parse_config(
         line = mark.line + 1 if mark is not None else None
         what = getattr(error, "problem", None) or "invalid YAML"
         raise ConfigError(source, [Problem((), f"invalid YAML: {what}", line)]) from None
-    locator = Locator(root)
+    return data, Locator(root)
+
+
+def parse_config(
+    text: str,
+    *,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate config text; raise `ConfigError` listing every problem found."""
+    data, locator = read_yaml(text, source)
     duplicates = list(locator.duplicate_keys())
     try:
         config = build_config(

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from exporter.config import (
@@ -35,6 +34,7 @@ from exporter.config import (
     Locator,
     Problem,
     did_you_mean,
+    read_yaml,
     validation_problems,
 )
 
@@ -171,15 +171,7 @@ def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
 def parse_web_config(
     text: str, *, source: str = "<web config>", base_dir: Path | None = None
 ) -> WebConfig:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        what = getattr(error, "problem", None) or "invalid YAML"
-        raise ConfigError(source, [Problem((), f"invalid YAML: {what}", line)]) from None
-    locator = Locator(root)
+    data, locator = read_yaml(text, source)
     problems = list(locator.duplicate_keys())
     if data is None:
         data = {}

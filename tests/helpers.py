@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,14 @@ def series_of(found: Samples, name: str) -> list[Labels]:
 
 def accounts_in(found: Samples, name: str) -> set[str]:
     return {dict(lbls)["account"] for lbls in series_of(found, name)}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for programs that must be told a port to listen on)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def require_tool(name: str) -> str:

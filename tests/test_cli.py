@@ -6,7 +6,6 @@ import asyncio
 import gc
 import json
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -20,7 +19,7 @@ from exporter.cli import GC_YOUNG_THRESHOLD, settle_heap
 from exporter.demo import demo_accounts
 from exporter.providers import PROVIDERS
 from exporter.simulator import SimAccount, Simulator, delay
-from tests.helpers import account, accounts_in, samples, value, write_config
+from tests.helpers import account, accounts_in, free_port, samples, value, write_config
 
 PYTHON = sys.executable
 
@@ -34,13 +33,6 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
         timeout=60,
         check=False,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Running:

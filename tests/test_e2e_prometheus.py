@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.helpers import require_tool
+from tests.helpers import free_port, require_tool
 
 ROOT = Path(__file__).parent.parent
 RULES = ROOT / "alerts" / "rules" / "apibalance.rules.yml"
@@ -41,13 +40,6 @@ BURN_RATE_DATA_AFTER = 65.0
 DEADLINE = 180.0
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import trustme
 from exporter.cli import Running, parse_args, start
 from exporter.http import Exporter
 from exporter.simulator import SimAccount, Simulator
-from tests.helpers import account, samples, value, write_config
+from tests.helpers import account, free_port, samples, value, write_config
 
 PASSWORD = "correct horse battery staple"
 ENDPOINTS = [
@@ -45,13 +44,6 @@ def basic(user: str | bytes, password: str | bytes) -> str:
     raw_user = user.encode() if isinstance(user, str) else user
     raw_password = password.encode() if isinstance(password, str) else password
     return "Basic " + base64.b64encode(raw_user + b":" + raw_password).decode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
