@@ -373,8 +373,22 @@ def accounts_up(body: bytes) -> int:
 # -- measurements -----------------------------------------------------------------------------
 
 
+class Timed:
+    """Scrape durations in seconds, summarised in milliseconds."""
+
+    scrapes: list[float]
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.scrapes) * 1000
+
+    @property
+    def p95_ms(self) -> float:
+        return percentile(self.scrapes, 0.95) * 1000
+
+
 @dataclass
-class Uncached:
+class Uncached(Timed):
     accounts: int
     latency_ms: int
     max_concurrency: int
@@ -386,14 +400,6 @@ class Uncached:
     peak_rss_mib: float
     by_hand_seconds: float | None = None
     by_hand_estimated: bool = False
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.scrapes) * 1000
-
-    @property
-    def p95_ms(self) -> float:
-        return percentile(self.scrapes, 0.95) * 1000
 
     @property
     def floor_ms(self) -> float:
@@ -414,7 +420,7 @@ class Uncached:
 
 
 @dataclass
-class Cached:
+class Cached(Timed):
     accounts: int
     scrapes: list[float]
     cpu_seconds: float
@@ -423,14 +429,6 @@ class Cached:
     new_connections: int
     rss_mib: float
     peak_rss_mib: float
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.scrapes) * 1000
-
-    @property
-    def p95_ms(self) -> float:
-        return percentile(self.scrapes, 0.95) * 1000
 
     @property
     def cpu_ms_per_scrape(self) -> float:

@@ -227,9 +227,9 @@ async def start(
     )
     await runner.setup()
     running = Running(runner, upstream, simulator)
+    ssl_context = web_config.ssl_context if web_config is not None else None
     try:
         for host, port in addresses:
-            ssl_context = web_config.ssl_context if web_config is not None else None
             site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
             await site.start()
             log.info(

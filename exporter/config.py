@@ -118,15 +118,20 @@ def format_loc(loc: Loc) -> str:
     return text
 
 
+def read_config_file(path: str | os.PathLike[str], kind: str = "config file") -> str:
+    """The text of a config file; `ConfigError` naming the file if it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        problem = Problem((), f"cannot read {kind}: {error.strerror}")
+        raise ConfigError(str(path), [problem]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), [Problem((), f"{kind} is not UTF-8 text")]) from None
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        problem = Problem((), f"cannot read config file: {error.strerror}")
-        raise ConfigError(source, [problem]) from None
-    except UnicodeDecodeError:
-        raise ConfigError(source, [Problem((), "config file is not UTF-8 text")]) from None
+    text = read_config_file(path)
     config = parse_config(text, source=source, base_dir=Path(path).parent)
     mode = _mode(path)
     if mode & 0o077 and any(a.settings.api_key is not None for a in config.accounts):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import logging
-import ssl
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,7 +20,7 @@ from exporter.auth import Guard, GuardHolder
 from exporter.config import Config, ConfigError
 from exporter.engine import Engine
 from exporter.metrics import AccountCollector, ExporterCollector, ReloadStatus, render
-from exporter.webconfig import WebConfig
+from exporter.webconfig import WebConfig, ssl_error_reason
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ class Exporter:
         self.engine = engine
         self._loader = loader
         self._web_loader = web_loader
-        self.web_config = web_config
         # Every endpoint, unknown paths included, is behind the guard when a web config is set.
         self.guard = GuardHolder(Guard(web_config)) if web_config is not None else None
         if self.guard is not None:
@@ -68,6 +67,11 @@ class Exporter:
         self.app.router.add_get("/-/healthy", self.healthy)
         self.app.router.add_get("/-/ready", self.ready)
         self.app.router.add_post("/-/reload", self.reload_endpoint)
+
+    @property
+    def web_config(self) -> WebConfig | None:
+        """The web config in force (the guard's: reload replaces them together)."""
+        return self.guard.guard.config if self.guard is not None else None
 
     # -- reload ---------------------------------------------------------------------------
 
@@ -124,8 +128,8 @@ class Exporter:
             return []
         try:
             old.ssl_context.load_cert_chain(*new.cert_paths)
-        except (ssl.SSLError, OSError) as error:
-            reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or "?"
+        except OSError as error:  # ssl.SSLError included
+            reason = ssl_error_reason(error, "not a PEM certificate and matching private key")
             return [f"{new.source}: cannot load the new certificate and key: {reason}"]
         return []
 
@@ -142,27 +146,18 @@ class Exporter:
         assert old is not None
         assert self.guard is not None
         before, after = old.settings.tls_server_config, new.settings.tls_server_config
-        restart_only = {"cert_file", "key_file", "client_allowed_sans"}
+        applied_live = {"cert_file", "key_file", "client_allowed_sans"}
         if (
             before is not None
             and after is not None
-            and (before.model_dump(exclude=restart_only) != after.model_dump(exclude=restart_only))
+            and (before.model_dump(exclude=applied_live) != after.model_dump(exclude=applied_live))
         ):
             log.warning(
                 "TLS settings other than the certificate and allowed SANs take effect at restart",
                 extra={"web_config": new.source},
             )
-        live = WebConfig(
-            source=new.source,
-            ssl_context=old.ssl_context,
-            users=new.users,
-            headers=new.headers,
-            allowed_sans=new.allowed_sans,
-            cert_paths=new.cert_paths,
-            settings=new.settings,
-        )
-        self.web_config = live
-        self.guard.replace(Guard(live))
+        # Listening sockets keep the context they opened with; the new pair is loaded into it.
+        self.guard.replace(Guard(dataclasses.replace(new, ssl_context=old.ssl_context)))
 
     async def reload_endpoint(self, request: web.Request) -> web.Response:
         problems = await self.reload()

@@ -34,6 +34,7 @@ from exporter.config import (
     Locator,
     Problem,
     did_you_mean,
+    read_config_file,
     read_yaml,
     validation_problems,
 )
@@ -156,16 +157,8 @@ class WebConfig:
 
 def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     """Read and check a web config file; raise `ConfigError` listing every problem."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(
-            source, [Problem((), f"cannot read web config file: {error.strerror}")]
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(source, [Problem((), "web config file is not UTF-8 text")]) from None
-    return parse_web_config(text, source=source, base_dir=Path(path).parent)
+    text = read_config_file(path, "web config file")
+    return parse_web_config(text, source=str(path), base_dir=Path(path).parent)
 
 
 def parse_web_config(
@@ -185,12 +178,10 @@ def parse_web_config(
             problems.append(locator.problem((str(key),), f"unknown key{hint}"))
             continue
         try:
-            sections[key] = WebConfigFile.model_validate({key: value})
+            sections[key] = getattr(WebConfigFile.model_validate({key: value}), key)
         except ValidationError as error:
             problems.extend(validation_problems(error, (), locator, model=WebConfigFile))
-    settings = WebConfigFile(
-        **{k: getattr(v, k) for k, v in sections.items()},
-    )
+    settings = WebConfigFile(**sections)
     tls = settings.tls_server_config
     tls_problems = _tls_problems(tls) if tls is not None else []
     for loc, message in tls_problems:
@@ -317,6 +308,14 @@ def _user_problem(name: str, hashed: str) -> str | None:
     return None
 
 
+def ssl_error_reason(error: OSError, default: str) -> str:
+    """Why a certificate, key or CA file did not load: OpenSSL's reason ("KEY_VALUES_MISMATCH")
+    or the OS error, never the file contents."""
+    if isinstance(error, ssl.SSLError):
+        return error.reason or default
+    return error.strerror or default
+
+
 def _resolve(base_dir: Path, name: str) -> Path:
     path = Path(name)
     return path if path.is_absolute() else base_dir / path
@@ -332,17 +331,11 @@ def _ssl_context(
     tls: TLSServerSettings, base_dir: Path, locator: Locator
 ) -> tuple[ssl.SSLContext | None, list[Problem]]:
     where: Loc = ("tls_server_config",)
-
-    def resolve(name: str) -> Path:
-        return _resolve(base_dir, name)
-
-    assert tls.cert_file is not None
-    assert tls.key_file is not None
     problems = []
     for key in ("cert_file", "key_file", "client_ca_file"):
         name = getattr(tls, key)
-        if name is not None and not resolve(name).is_file():
-            problems.append(locator.problem((*where, key), f"no such file: {resolve(name)}"))
+        if name is not None and not (path := _resolve(base_dir, name)).is_file():
+            problems.append(locator.problem((*where, key), f"no such file: {path}"))
     if problems:
         return None, problems
 
@@ -354,29 +347,18 @@ def _ssl_context(
     if tls.cipher_suites:
         context.set_ciphers(":".join(GO_CIPHER_SUITES[s] for s in tls.cipher_suites))
     try:
-        context.load_cert_chain(resolve(tls.cert_file), resolve(tls.key_file))
-    except ssl.SSLError as error:
-        # OpenSSL's reason only ("KEY_VALUES_MISMATCH"), never the file contents.
-        reason = error.reason or "not a PEM certificate and matching private key"
+        context.load_cert_chain(*_cert_paths(tls, base_dir))
+    except OSError as error:
+        reason = ssl_error_reason(error, "not a PEM certificate and matching private key")
         problems.append(
             locator.problem((*where, "cert_file"), f"cannot load certificate and key: {reason}")
-        )
-    except OSError as error:
-        problems.append(
-            locator.problem(
-                (*where, "cert_file"), f"cannot load certificate and key: {error.strerror}"
-            )
         )
     context.verify_mode = VERIFY_MODES[tls.client_auth_type]
     if tls.client_ca_file is not None:
         try:
-            context.load_verify_locations(cafile=resolve(tls.client_ca_file))
-        except (ssl.SSLError, OSError) as error:
-            reason = (
-                getattr(error, "reason", None)
-                or getattr(error, "strerror", None)
-                or "no CA certificate"
-            )
+            context.load_verify_locations(cafile=_resolve(base_dir, tls.client_ca_file))
+        except OSError as error:
+            reason = ssl_error_reason(error, "no CA certificate")
             problems.append(
                 locator.problem(
                     (*where, "client_ca_file"), f"cannot load CA certificates: {reason}"
