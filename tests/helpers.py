@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 from collections.abc import Iterable, Mapping
@@ -57,6 +58,19 @@ def series_of(found: Samples, name: str) -> list[Labels]:
 
 def accounts_in(found: Samples, name: str) -> set[str]:
     return {dict(lbls)["account"] for lbls in series_of(found, name)}
+
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def readme_yaml(heading: str | None = None) -> list[str]:
+    """The ```yaml blocks of the README, or of its section under `heading` (`## ...`)."""
+    text = README.read_text(encoding="utf-8")
+    if heading is not None:
+        start = text.index(f"\n{heading}\n")
+        end = text.find("\n## ", start + 1)
+        text = text[start : end if end != -1 else None]
+    return re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ import trustme
 import yaml
 
 from exporter.webconfig import load_web_config
-from tests.helpers import require_tool
+from tests.helpers import readme_yaml, require_tool
 
 ROOT = Path(__file__).parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -247,16 +247,9 @@ def test_the_build_context_installs_and_runs(tmp_path: Path) -> None:
 # -- the README's examples ----------------------------------------------------------------
 
 
-def readme_section_yaml(heading: str) -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    start = text.index(f"\n## {heading}\n")
-    end = text.find("\n## ", start + 1)
-    return re.findall(r"```yaml\n(.*?)```", text[start:end], re.DOTALL)
-
-
 def test_readme_prometheus_examples_pass_promtool(tmp_path: Path) -> None:
     promtool = require_tool("promtool")
-    blocks = [b for b in readme_section_yaml("Security and deployment") if "scrape_configs" in b]
+    blocks = [b for b in readme_yaml("## Security and deployment") if "scrape_configs" in b]
     assert len(blocks) == 2  # behind TLS and basic auth; /probe with relabelling
     for index, block in enumerate(blocks):
         # Files a real setup has (a CA, a password file) are made here so promtool finds them.
@@ -273,9 +266,7 @@ def test_readme_prometheus_examples_pass_promtool(tmp_path: Path) -> None:
 
 
 def test_readme_web_config_example_loads(tmp_path: Path) -> None:
-    [block] = [
-        b for b in readme_section_yaml("Security and deployment") if "tls_server_config" in b
-    ]
+    [block] = [b for b in readme_yaml("## Security and deployment") if "tls_server_config" in b]
     cert = trustme.CA().issue_cert("localhost")
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
     cert.private_key_pem.write_to_path(str(tmp_path / "server.key"))

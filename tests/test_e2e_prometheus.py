@@ -25,7 +25,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.helpers import free_port, require_tool
+from tests.helpers import free_port, readme_yaml, require_tool
 
 ROOT = Path(__file__).parent.parent
 RULES = ROOT / "alerts" / "rules" / "apibalance.rules.yml"
@@ -94,10 +94,7 @@ def alertmanager_config(directory: Path, webhook_base: str) -> Path:
 
 def readme_probe_job(exporter: str) -> dict[str, Any]:
     """The README's /probe job, pointed at this exporter and two demo accounts."""
-    text = (ROOT / "README.md").read_text()
-    [block] = [
-        b for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL) if "metrics_path: /probe" in b
-    ]
+    [block] = [b for b in readme_yaml() if "metrics_path: /probe" in b]
     [job] = yaml.safe_load(block)["scrape_configs"]
     job["static_configs"] = [{"targets": PROBED}]
     for rule in job["relabel_configs"]:

@@ -8,7 +8,6 @@ import asyncio
 import json
 import logging
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +19,9 @@ from exporter.model import Credit, Reading, Reason
 from exporter.simulator import Fault, SimAccount, Simulator, delay, respond
 from exporter.upstream import Upstream
 from tests.conftest import ExporterFactory
-from tests.helpers import account, no_secret_in, require_tool, samples, value
+from tests.helpers import account, no_secret_in, readme_yaml, require_tool, samples, value
 
 KEY = "hj-key-0123456789abcdef"
-README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = "## Any JSON balance API: http_json"
 
 
@@ -752,10 +750,7 @@ EXPECTED: dict[str, tuple[SimAccount, Reading, Reason]] = {
 
 
 def readme_examples() -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    start = text.index(f"\n{SECTION}\n")
-    end = text.index("\n## ", start + 1)
-    return re.findall(r"```yaml\n(.*?)```", text[start:end], flags=re.DOTALL)
+    return readme_yaml(SECTION)
 
 
 def readme_accounts() -> list[dict[str, Any]]:
