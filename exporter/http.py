@@ -89,12 +89,17 @@ class Exporter:
                 problems = self._renew_certificate(web_config)
             if problems:
                 return self._reload_failed(problems)
+            guard = None
+            if web_config is not None:
+                # A new guard makes its dummy bcrypt hash, as slow as a login: off the loop too.
+                guard = await asyncio.to_thread(self._next_guard, web_config)
             if config is not None:
                 for warning in config.warnings:
                     log.warning(warning)
                 self.engine.apply(config)
-            if web_config is not None:
-                self._apply_web_config(web_config)
+            if guard is not None:
+                assert self.guard is not None
+                self.guard.replace(guard)
             self.reload_status = ReloadStatus(True, time.time())
             log.info("config reloaded", extra={"accounts": str(len(self.engine.config.accounts))})
             return []
@@ -141,10 +146,9 @@ class Exporter:
         )
         return problems
 
-    def _apply_web_config(self, new: WebConfig) -> None:
+    def _next_guard(self, new: WebConfig) -> Guard:
         old = self.web_config
         assert old is not None
-        assert self.guard is not None
         before, after = old.settings.tls_server_config, new.settings.tls_server_config
         applied_live = {"cert_file", "key_file", "client_allowed_sans"}
         if (
@@ -157,7 +161,7 @@ class Exporter:
                 extra={"web_config": new.source},
             )
         # Listening sockets keep the context they opened with; the new pair is loaded into it.
-        self.guard.replace(Guard(dataclasses.replace(new, ssl_context=old.ssl_context)))
+        return Guard(dataclasses.replace(new, ssl_context=old.ssl_context))
 
     async def reload_endpoint(self, request: web.Request) -> web.Response:
         problems = await self.reload()
