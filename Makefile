@@ -16,12 +16,18 @@ $(BIN)/python:
 	}
 	@$(BIN)/python -m pip install -q --upgrade pip
 
+# Editable, so `make run` after a code change runs the new code without reinstalling.
+# setuptools prints a banner on every editable install; it says nothing a user needs here.
+QUIET_INSTALL := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q
+
 $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	@echo "installing apibalance-exporter into $(VENV)"
+	@$(QUIET_INSTALL) -e .
 	@touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,lint,dashboards]'
+	@echo "installing apibalance-exporter and its test tools into $(VENV)"
+	@$(QUIET_INSTALL) -e '.[test,lint,dashboards]'
 	@touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed

@@ -1,0 +1,364 @@
+"""The README as a new user meets it after `make run` and `make test`.
+
+Every shell command it shows runs as written, the failure reasons it and the alert rules name
+are the exporter's own, and its sample exposition says what /metrics says.
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import importlib.util
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from exporter.cli import parse_args
+from exporter.metrics import ACCOUNT_FAMILIES, ExporterCollector, ReloadStatus, render
+from exporter.model import Reason
+from tests.helpers import IN_CI, README
+
+ROOT = README.parent
+VENV_BIN = ".venv/bin/"
+SHELL_BLOCKS = {"sh", "bash", "shell"}
+# Programs a README command may run that this test cannot check, and why.
+EXTERNAL = {
+    "docker": "needs a Docker daemon; tests/test_deploy.py checks the build context and compose file",
+    "kubectl": "needs a Kubernetes cluster",
+    "systemctl": "needs systemd and root on the host it is installed on",
+    "journalctl": "needs systemd and root on the host it is installed on",
+    "curl": "asks an exporter that is running",
+    "pipx": "installs from a package index",
+}
+# Debian tools `make test` installs (Makefile TEST_PACKAGES).
+TEST_TOOLS = {"promtool", "amtool"}
+SHELL_BUILTINS = {"cd", "echo", "export", "kill", "set", "source", "test", "true"}
+# Commands in prose (`inline code`) are checked when they start with one of these.
+INLINE_PROGRAMS = {"apibalance-exporter", "make", "python", "python3", *TEST_TOOLS}
+# Installs that put `apibalance-exporter` on PATH for the rest of their README section.
+PATH_INSTALLS = re.compile(r"^(?:pipx install|pip3? install)\b")
+
+
+@dataclass(frozen=True)
+class Command:
+    line: int
+    text: str
+    section: str
+
+    def __str__(self) -> str:
+        return f"README.md:{self.line}: `{self.text}`"
+
+
+def readme_commands() -> Iterator[Command]:
+    """Shell commands of the README: fenced sh/bash/console blocks and commands in prose."""
+    section = ""
+    fence: str | None = None
+    pending = ""
+    pending_line = 0
+    for number, line in enumerate(README.read_text(encoding="utf-8").splitlines(), start=1):
+        if fence is None:
+            if line.startswith("```"):
+                fence = line[3:].strip()
+            elif line.startswith("#"):
+                section = line.lstrip("#").strip()
+            else:
+                for span in re.findall(r"`([^`]+)`", line):
+                    words = span.split()
+                    if len(words) > 1 and (
+                        words[0] in INLINE_PROGRAMS or words[0].startswith(VENV_BIN)
+                    ):
+                        yield Command(number, span, section)
+            continue
+        if line.startswith("```"):
+            fence = None
+            continue
+        if fence == "console":
+            if not line.startswith("$ ") and not pending:
+                continue  # output
+            line = line.removeprefix("$ ")
+        elif fence not in SHELL_BLOCKS:
+            continue
+        if not pending:
+            pending_line = number
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        text = (pending + line).strip()
+        pending = ""
+        if text and not text.startswith("#"):
+            yield Command(pending_line, text, section)
+
+
+def simple_commands(text: str) -> Iterator[list[str]]:
+    """The words of each simple command in a command line (split at ;, &&, || and |)."""
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    words: list[str] = []
+    for token in lexer:
+        if token in {";", "&&", "||", "|", "&"}:
+            if words:
+                yield words
+            words = []
+        else:
+            words.append(token)
+    if words:
+        yield words
+
+
+def makefile_targets() -> set[str]:
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    return set(re.findall(r"^([A-Za-z][\w.-]*)\s*:(?!=)", text, flags=re.MULTILINE))
+
+
+def non_stdlib_imports(code: str) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+    return [name for name in names if name.split(".")[0] not in sys.stdlib_module_names]
+
+
+def python_problem(args: list[str], in_venv: bool) -> str | None:
+    """What keeps `python ARGS` from running: a module or script that is not there."""
+    if "-m" in args[:-1]:
+        module = args[args.index("-m") + 1]
+        if not in_venv and module.split(".")[0] not in sys.stdlib_module_names:
+            return f"the system python has no {module}: write {VENV_BIN}python"
+        if importlib.util.find_spec(module) is None:
+            return f"no module {module} in {VENV_BIN}python"
+        return None
+    if "-c" in args[:-1]:
+        missing = non_stdlib_imports(args[args.index("-c") + 1])
+        if missing and not in_venv:
+            return f"the system python has no {', '.join(missing)}: write {VENV_BIN}python"
+        return None
+    scripts = [arg for arg in args if not arg.startswith("-")]
+    if scripts and not (ROOT / scripts[0]).is_file():
+        return f"no script {scripts[0]}"
+    return None
+
+
+def exporter_problem(args: list[str]) -> str | None:
+    """What apibalance-exporter would refuse in ARGS (an unknown flag, a bad value)."""
+    try:
+        parse_args(args)
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            return "apibalance-exporter refuses these arguments"
+    return None
+
+
+def path_problems(args: list[str]) -> list[str]:
+    """Paths into this repository that do not exist (a moved rules file, a renamed script)."""
+    problems = []
+    for arg in args:
+        if arg.startswith("-") or "/" not in arg or ":" in arg or "$" in arg:
+            continue
+        top = arg.split("/")[0]
+        if top and (ROOT / top).is_dir() and top != ".venv" and not glob.glob(str(ROOT / arg)):
+            problems.append(f"no such path {arg}")
+    return problems
+
+
+def command_problems(command: Command, on_path: bool) -> list[str]:
+    problems = []
+    for words in simple_commands(command.text):
+        while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+            words = words[1:]  # VAR=value prefixes
+        if words and words[0] == "sudo":
+            words = words[1:]
+        if not words:
+            continue
+        program, args = words[0], words[1:]
+        if program in EXTERNAL or program in SHELL_BUILTINS:
+            continue
+        problem: str | None = None
+        if program == "make":
+            targets = makefile_targets()
+            unknown = [a for a in args if not a.startswith("-") and "=" not in a]
+            unknown = [a for a in unknown if a not in targets]
+            problem = f"no Makefile target {', '.join(unknown)}" if unknown else None
+        elif program.startswith(VENV_BIN):
+            name = program.removeprefix(VENV_BIN)
+            if not (ROOT / program).exists():
+                problem = f"{program} does not exist after make run/make test"
+            elif name == "apibalance-exporter":
+                problem = exporter_problem(args)
+            elif name.startswith("python"):
+                problem = python_problem(args, in_venv=True)
+        elif program == "apibalance-exporter":
+            problem = (
+                exporter_problem(args)
+                if on_path
+                else (f"not on PATH after make run: write {VENV_BIN}apibalance-exporter")
+            )
+        elif program in {"python", "python3"}:
+            problem = python_problem(args, in_venv=False)
+        elif program in TEST_TOOLS:
+            if not IN_CI and subprocess.run(["which", program], capture_output=True).returncode:
+                continue  # make test installs it; here it could not be (not root)
+        else:
+            problem = f"unknown program {program}: add it to EXTERNAL with why it cannot be checked"
+        if problem:
+            problems.append(problem)
+        problems.extend(path_problems(args))
+    return problems
+
+
+def test_readme_commands_run_as_written_after_setup() -> None:
+    if not (ROOT / ".venv").is_dir():
+        pytest.skip("no .venv: run the tests through make test")
+    commands = list(readme_commands())
+    texts = {command.text for command in commands}
+    # The extraction itself works: fenced blocks, console prompts and prose.
+    assert "make run" in texts
+    assert any(t.startswith(".venv/bin/apibalance-exporter --config.check") for t in texts)
+    problems = []
+    installed_in: set[str] = set()
+    for command in commands:
+        if PATH_INSTALLS.match(command.text):
+            installed_in.add(command.section)
+        for problem in command_problems(command, on_path=command.section in installed_in):
+            problems.append(f"{command}: {problem}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("apibalance-exporter --config.check", "not on PATH"),
+        ("python3 -m exporter", "system python has no exporter"),
+        ("make chek", "no Makefile target chek"),
+        (".venv/bin/apibalance-exporter --config.chek x", "refuses these arguments"),
+        ("promtool check rules alerts/rulez/*.yml", "no such path alerts/rulez/*.yml"),
+        ("wget http://localhost:9877/", "unknown program wget"),
+    ],
+)
+def test_the_command_checker_catches(text: str, problem: str) -> None:
+    problems = command_problems(Command(1, text, "section"), on_path=False)
+    assert any(problem in found for found in problems), problems
+
+
+# -- failure reasons ------------------------------------------------------------------------
+
+REASONS = {reason.value for reason in Reason}
+LABEL_MATCHER = re.compile(r'reason\s*(?:=~|!~|!=|=)\s*"([^"]*)"')
+# "reason `auth`", "reasons: `a`, `b` and `c`", "by reason (`a`, `b`, ...)"
+PROSE_REASONS = re.compile(r"\breasons?:?\s*\(?((?:`[a-z_]+`(?:,\s*|\s+and\s+|\s+or\s+)?)+)")
+
+
+def matcher_values(text: str) -> set[str]:
+    values: set[str] = set()
+    for pattern in LABEL_MATCHER.findall(text):
+        values.update(re.split(r"[|()]", pattern))
+    return values - {"", ".*", ".+"}
+
+
+def readme_table_reasons(text: str) -> set[str]:
+    """The values in every README table column headed `reason`."""
+    found: set[str] = set()
+    column: int | None = None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            column = None
+            continue
+        cells = [cell.strip().strip("`") for cell in line.strip("|").split("|")]
+        if column is None:
+            column = cells.index("reason") if "reason" in cells else -1
+        elif column >= 0 and not set(cells[column]) <= {"-"}:
+            found.update(re.findall(r"`(\w+)`", line.strip("|").split("|")[column]))
+    return found
+
+
+def readme_reasons(text: str) -> set[str]:
+    prose = {
+        name for match in PROSE_REASONS.findall(text) for name in re.findall(r"`(\w+)`", match)
+    }
+    return prose | readme_table_reasons(text) | matcher_values(text)
+
+
+def test_every_reason_named_is_a_real_one() -> None:
+    readme = README.read_text(encoding="utf-8")
+    named = readme_reasons(readme)
+    assert {"auth", "timeout", "rate_limited"} <= named  # the readers find them
+    assert named <= REASONS, f"README names reasons the exporter does not have: {named - REASONS}"
+    for rules in sorted((ROOT / "alerts").glob("**/*.yml")):
+        unknown = matcher_values(rules.read_text(encoding="utf-8")) - REASONS
+        assert not unknown, f"{rules.relative_to(ROOT)}: unknown reasons {unknown}"
+
+
+def test_the_reason_readers_catch_a_wrong_name() -> None:
+    assert readme_reasons("log: `timeout` and reason `unreachable`") == {"unreachable"}
+    assert readme_reasons("| answer | `reason` |\n|---|---|\n| gone | `bad_response` |") == {
+        "bad_response"
+    }
+    assert matcher_values('x{reason=~"auth|unreachable"}') == {"auth", "unreachable"}
+
+
+def test_account_down_runbook_covers_every_reason() -> None:
+    readme = README.read_text(encoding="utf-8")
+    start = readme.index("\n#### ApiBalanceAccountDown\n")
+    runbook = readme[start : readme.index("\n#### ", start + 1)]
+    assert readme_table_reasons(runbook) == REASONS
+
+
+# -- sample exposition ----------------------------------------------------------------------
+
+
+def real_help_lines() -> dict[str, str]:
+    """The HELP line of every family /metrics writes, by metric name."""
+    headers = [family.header(False)[0] for family in ACCOUNT_FAMILIES]
+    exporter, _ = render([ExporterCollector(lambda: ReloadStatus(True, 0.0))], None)
+    lines = "".join(headers).splitlines() + exporter.decode().splitlines()
+    return {line.split()[2]: line for line in lines if line.startswith("# HELP ")}
+
+
+def test_readme_help_lines_are_the_real_ones() -> None:
+    real = real_help_lines()
+    shown = [
+        line
+        for line in README.read_text(encoding="utf-8").splitlines()
+        if line.startswith("# HELP apibalance_")
+    ]
+    assert shown
+    for line in shown:
+        assert line == real.get(line.split()[2]), line
+
+
+# -- make run's own output ------------------------------------------------------------------
+
+
+def test_make_run_installs_quietly_and_runs_the_code_of_the_checkout() -> None:
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv: run the tests through make test")
+    # -W: as if pyproject.toml had just changed, so the install step runs again.
+    result = subprocess.run(
+        ["make", "-W", "pyproject.toml", ".venv/.run-installed"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Editable installation" not in output
+    assert "!!" not in output
+    assert "pip install" not in output  # the recipe is not echoed
+    # Editable: the installed program runs this checkout's code, edits included.
+    where = subprocess.run(
+        [str(ROOT / ".venv/bin/python"), "-c", "import exporter; print(exporter.__file__)"],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert Path(where.stdout.strip()) == ROOT / "exporter" / "__init__.py"
