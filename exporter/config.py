@@ -22,7 +22,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from exporter import logs
 from exporter.providers import PROVIDERS, Provider
-from exporter.settings import AccountSettings, GlobalSettings
+from exporter.settings import USD, AccountSettings, GlobalSettings
 
 MAX_KEY_FILE_BYTES = 64 * 1024
 KEY_SOURCES = frozenset({"api_key_file", "api_key_env", "api_key"})
@@ -66,6 +66,10 @@ class Account:
     low_balance_usd: float | None
     settings: AccountSettings
     api_key: SecretStr = field(repr=False)
+    # None when each answer says which currency the money is in.
+    currency: str | None = USD
+    # In the account's currency (for a USD account, low_balance_usd).
+    low_balance: float | None = None
 
     @property
     def provider_type(self) -> str:
@@ -77,7 +81,7 @@ class Account:
         Thresholds, timeouts and cache lifetimes do not change what the upstream answers; the
         key does (a rotated key starts afresh, without the old key's auth back-off).
         """
-        ignored = {"low_balance_usd", "timeout", "cache_ttl"} | KEY_SOURCES
+        ignored = {"low_balance_usd", "low_balance", "timeout", "cache_ttl"} | KEY_SOURCES
         return (
             self.provider_type == other.provider_type
             and self.base_url == other.base_url
@@ -308,8 +312,10 @@ def _account(
         cache_ttl=(
             settings.cache_ttl if settings.cache_ttl is not None else global_settings.cache_ttl
         ),
-        low_balance_usd=settings.low_balance_usd,
+        low_balance_usd=settings.threshold if settings.known_currency() == USD else None,
         settings=settings,
+        currency=settings.known_currency(),
+        low_balance=settings.threshold,
         api_key=key,
     )
     return account, []

@@ -76,6 +76,9 @@ class Snapshot:
     outcome: Outcome
     errors: Mapping[Reason, int]
     last_success_wall: float | None
+    # The account's currency: configured, or the one its answers have reported (None until
+    # the first successful collection of an account whose answers say it).
+    currency: str | None = None
 
 
 def scrape_budget(account_timeout: float, scrape_timeout: float | None) -> float:
@@ -97,6 +100,7 @@ class AccountState:
         self.errors: dict[Reason, int] = dict.fromkeys(Reason, 0)
         self.not_before = -math.inf
         self.auth_failures = 0
+        self.currency = account.currency
         self._inflight: asyncio.Task[Outcome] | None = None
         self._waiters = 0
 
@@ -104,7 +108,9 @@ class AccountState:
         return self._clock.monotonic()
 
     def snapshot(self, outcome: Outcome) -> Snapshot:
-        return Snapshot(self.account, outcome, dict(self.errors), self.last_success_wall)
+        return Snapshot(
+            self.account, outcome, dict(self.errors), self.last_success_wall, self.currency
+        )
 
     def reusable(self) -> Outcome | None:
         """The outcome to show without asking upstream, if the rules say to reuse one."""
@@ -173,7 +179,9 @@ class AccountState:
         error: CollectError | None = None
         try:
             async with asyncio.timeout_at(deadline):
-                reading = await account.provider.fetch(http)
+                fetched = await account.provider.fetch(http)
+                self._check_currency(fetched)
+                reading = fetched
         except TimeoutError:
             error = CollectError(Reason.TIMEOUT, f"no answer within {account.timeout:.3g}s")
         except CollectError as failure:
@@ -191,6 +199,20 @@ class AccountState:
         outcome = self._outcome(reading, error, started)
         self._record(outcome)
         return outcome
+
+    def _check_currency(self, reading: Reading) -> None:
+        """The money is in the account's currency: the configured one, or the one its answers
+        said before. A change would put a number in another unit on the same series."""
+        said = reading.currency
+        if said is None:
+            return
+        if self.currency is None:
+            self.currency = said
+        elif said != self.currency:
+            raise CollectError(
+                Reason.INVALID_RESPONSE,
+                f"the answer is in {said}, the account in {self.currency}",
+            )
 
     def _outcome(
         self, reading: Reading | None, error: CollectError | None, started: float

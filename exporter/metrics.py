@@ -29,11 +29,13 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.engine import Snapshot
 from exporter.model import Reason
+from exporter.settings import USD
 
 ACCOUNT_LABELS = ("provider", "account")
 CREDIT_LABELS = (*ACCOUNT_LABELS, "credit_type", "pool")
 QUEUE_LABELS = (*ACCOUNT_LABELS, "queue")
 REASON_LABELS = (*ACCOUNT_LABELS, "reason")
+CURRENCY_LABELS = (*ACCOUNT_LABELS, "currency")
 
 CACHED = " Reused for up to the account's cache_ttl after a successful collection."
 
@@ -93,6 +95,14 @@ UP = Family(
 BALANCE = Family(
     "apibalance_balance_usd", "Money left on the account, in USD." + CACHED, ACCOUNT_LABELS
 )
+# Money in any other currency has a family of its own: a query of a `_usd` name can only ever
+# see USD, and amounts in different currencies are never summed by accident.
+BALANCE_IN_CURRENCY = Family(
+    "apibalance_balance",
+    "Money left on an account whose currency is not USD, in that currency (ISO 4217 code)."
+    + CACHED,
+    CURRENCY_LABELS,
+)
 CREDITS = Family(
     "apibalance_credits", "Credits left, by credit type and pool." + CACHED, CREDIT_LABELS
 )
@@ -127,6 +137,12 @@ THRESHOLD = Family(
     "Balance below which the account counts as low, from the config low_balance_usd.",
     ACCOUNT_LABELS,
 )
+THRESHOLD_IN_CURRENCY = Family(
+    "apibalance_low_balance_threshold",
+    "Balance below which an account whose currency is not USD counts as low, in that "
+    "currency, from the config low_balance.",
+    CURRENCY_LABELS,
+)
 DURATION = Family(
     "apibalance_collect_duration_seconds",
     "Time the last collection of the account took, in seconds.",
@@ -148,6 +164,7 @@ ERRORS = Family(
 ACCOUNT_FAMILIES = (
     UP,
     BALANCE,
+    BALANCE_IN_CURRENCY,
     CREDITS,
     LIMIT_LEFT,
     LIMIT_RESET,
@@ -156,6 +173,7 @@ ACCOUNT_FAMILIES = (
     DAILY_SPEND,
     DAILY_TASKS,
     THRESHOLD,
+    THRESHOLD_IN_CURRENCY,
     DURATION,
     LAST_SUCCESS,
     ERRORS,
@@ -170,6 +188,16 @@ _ERROR_LINES = "".join(
     ERRORS.name + '_total{0},reason="' + reason.value + '"}} {' + str(i) + "}"
     for i, reason in enumerate(Reason, 1)
 )
+
+
+def threshold_in_currency_of(snapshot: Snapshot) -> tuple[float, str] | None:
+    """The `low_balance` of an account not known in advance to be in USD, and its currency
+    (configured, or said by its answers; not known before the first one)."""
+    account = snapshot.account
+    currency = account.currency or snapshot.currency
+    if account.low_balance is None or currency is None:
+        return None
+    return account.low_balance, currency
 
 
 @functools.lru_cache(maxsize=1024)
@@ -197,6 +225,7 @@ class AccountCollector(Collector):
         snapshots = self._snapshots
         up = UP.metric()
         balance = BALANCE.metric()
+        balance_in_currency = BALANCE_IN_CURRENCY.metric()
         credits = CREDITS.metric()
         limit_left = LIMIT_LEFT.metric()
         limit_reset = LIMIT_RESET.metric()
@@ -205,6 +234,7 @@ class AccountCollector(Collector):
         daily_spend = DAILY_SPEND.metric()
         daily_tasks = DAILY_TASKS.metric()
         threshold = THRESHOLD.metric()
+        threshold_in_currency = THRESHOLD_IN_CURRENCY.metric()
         duration = DURATION.metric()
         last_success = LAST_SUCCESS.metric()
         errors = ERRORS.metric()
@@ -217,6 +247,8 @@ class AccountCollector(Collector):
             if reading is not None:
                 if reading.balance_usd is not None:
                     balance.add_metric(ids, reading.balance_usd)
+                if reading.balance is not None and reading.currency is not None:
+                    balance_in_currency.add_metric([*ids, reading.currency], reading.balance)
                 for credit in reading.credits:
                     credits.add_metric([*ids, credit.credit_type, credit.pool], credit.value)
                 if reading.daily_limit_remaining is not None:
@@ -231,6 +263,11 @@ class AccountCollector(Collector):
                     daily_tasks.add_metric(labels, spend.daily_tasks)
             if account.low_balance_usd is not None:
                 threshold.add_metric(ids, account.low_balance_usd)
+            elif (low := threshold_in_currency_of(snapshot)) is not None:
+                if low[1] == USD:
+                    threshold.add_metric(ids, low[0])
+                else:
+                    threshold_in_currency.add_metric([*ids, low[1]], low[0])
             duration.add_metric(ids, outcome.duration)
             if snapshot.last_success_wall is not None:
                 last_success.add_metric(ids, snapshot.last_success_wall)
@@ -241,6 +278,7 @@ class AccountCollector(Collector):
             (
                 up,
                 balance,
+                balance_in_currency,
                 credits,
                 limit_left,
                 limit_reset,
@@ -249,6 +287,7 @@ class AccountCollector(Collector):
                 daily_spend,
                 daily_tasks,
                 threshold,
+                threshold_in_currency,
                 duration,
                 last_success,
                 errors,
@@ -270,6 +309,7 @@ class AccountCollector(Collector):
         (
             up,
             balance,
+            balance_in_currency,
             credits,
             limit_left,
             limit_reset,
@@ -278,6 +318,7 @@ class AccountCollector(Collector):
             daily_spend,
             daily_tasks,
             threshold,
+            threshold_in_currency,
             duration,
             last_success,
             errors,
@@ -298,6 +339,11 @@ class AccountCollector(Collector):
             if reading is not None:
                 if reading.balance_usd is not None:
                     balance.append(ids + go(reading.balance_usd))
+                if reading.balance is not None and reading.currency is not None:
+                    balance_in_currency.append(
+                        f'{{account="{name}",currency="{_escape_value(reading.currency)}'
+                        f"{provider}}} " + go(reading.balance)
+                    )
                 for credit in reading.credits:
                     credits.append(
                         f'{{account="{name}",credit_type="{_escape_value(credit.credit_type)}"'
@@ -315,6 +361,14 @@ class AccountCollector(Collector):
                     daily_tasks.append(queue + go(spend.daily_tasks))
             if account.low_balance_usd is not None:
                 threshold.append(ids + go(account.low_balance_usd))
+            elif (low := threshold_in_currency_of(snapshot)) is not None:
+                if low[1] == USD:
+                    threshold.append(ids + go(low[0]))
+                else:
+                    threshold_in_currency.append(
+                        f'{{account="{name}",currency="{_escape_value(low[1])}{provider}}} '
+                        + go(low[0])
+                    )
             duration.append(ids + go(outcome.duration))
             if snapshot.last_success_wall is not None:
                 last_success.append(ids + go(snapshot.last_success_wall))

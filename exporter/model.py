@@ -67,13 +67,21 @@ class Spend:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """Everything one successful collection learnt about an account. Absent means not reported."""
+    """Everything one successful collection learnt about an account. Absent means not reported.
+
+    Money is `balance_usd` when it is in USD, else `balance` in `currency`: an amount in
+    another currency never sits in the USD field. `currency`, when set, is the currency the
+    answer (or the account's config) says the money is in; the engine checks it against the
+    account's.
+    """
 
     balance_usd: float | None = None
     credits: tuple[Credit, ...] = ()
     daily_limit_remaining: float | None = None
     daily_limit_reset_seconds: float | None = None
     spend: tuple[Spend, ...] = field(default=())
+    balance: float | None = None
+    currency: str | None = None
 
 
 def finite_number(value: object, what: str, *, minimum: float | None = 0.0) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, ClassVar, Self
 
 from pydantic import (
     AfterValidator,
@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    field_validator,
     model_validator,
 )
 from yarl import URL
@@ -71,6 +72,22 @@ def check_base_url(value: str) -> str:
 
 BaseUrl = Annotated[str, AfterValidator(check_base_url)]
 
+USD = "USD"
+_CURRENCY_RE = re.compile(r"[A-Z]{3}")
+
+
+def check_currency_code(value: str) -> str:
+    if not _CURRENCY_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a currency code: give the ISO 4217 code in three capital "
+            "letters, like USD, EUR or RUB"
+        )
+    return value
+
+
+CurrencyCode = Annotated[str, AfterValidator(check_currency_code)]
+Threshold = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
 
 class Strict(BaseModel):
     """Every config model refuses keys it does not know, so typos are errors, not no-ops."""
@@ -95,7 +112,53 @@ class AccountSettings(Strict):
     base_url: BaseUrl | None = None
     timeout: PositiveDuration | None = None
     cache_ttl: Duration | None = None
-    low_balance_usd: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    low_balance_usd: Threshold | None = None
+    currency: CurrencyCode | None = None
+    # In the account's currency; for a USD account the same as low_balance_usd.
+    low_balance: Threshold | None = None
+
+    # The currency the provider's API reports money in. Built-in types read a fixed field of
+    # a fixed API, so a different `currency:` could only mislabel the amount; a type whose
+    # answers are configured (http_json) sets None and lets the config say.
+    fixed_currency: ClassVar[str | None] = USD
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_of_the_api(cls, value: str | None) -> str | None:
+        fixed = cls.fixed_currency
+        if value is not None and fixed is not None and value != fixed:
+            raise ValueError(
+                f"this provider's API reports money in {fixed}; currency can only be {fixed} "
+                "(or left out)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> Self:
+        if self.low_balance is not None and self.low_balance_usd is not None:
+            raise ValueError(
+                "give low_balance or low_balance_usd, not both (for a USD account they are "
+                "the same threshold)"
+            )
+        if self.low_balance_usd is not None and self.known_currency() != USD:
+            raise ValueError(
+                f"low_balance_usd is for accounts in USD; {self.currency_description()}: "
+                "use low_balance, in the account's currency"
+            )
+        return self
+
+    def known_currency(self) -> str | None:
+        """The account's currency as far as the config tells (None: read from each answer)."""
+        return self.currency or self.fixed_currency or USD
+
+    def currency_description(self) -> str:
+        known = self.known_currency()
+        return "its currency is read from the answer" if known is None else f"it is in {known}"
+
+    @property
+    def threshold(self) -> float | None:
+        """The low-balance threshold in the account's currency, whichever key gave it."""
+        return self.low_balance if self.low_balance is not None else self.low_balance_usd
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:

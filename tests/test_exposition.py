@@ -208,6 +208,31 @@ def awkward_labels(simulator: Simulator) -> list[dict[str, object]]:
                 ]
             },
         },
+        *other_currencies(simulator),
+    ]
+
+
+def other_currencies(simulator: Simulator) -> list[dict[str, object]]:
+    """Money in roubles by config and in euros by the answer, each with its threshold."""
+    simulator.add("json", SimAccount("rub-json", payload={"balance": 420.5}))
+    simulator.add("json", SimAccount("eur-json", payload={"money": "12.50", "cur": "EUR"}))
+
+    def json_account(name: str, values: dict[str, str], **more: object) -> dict[str, object]:
+        return {
+            "name": name,
+            "provider": "http_json",
+            "api_key": name,
+            "request": {
+                "url": simulator.base_url("json") + "/balance",
+                "headers": {"X-Api-Key": "{api_key}"},
+            },
+            "values": values,
+            **more,
+        }
+
+    return [
+        json_account("rub-json", {"balance": "balance"}, currency="RUB", low_balance=500),
+        json_account("eur-json", {"balance": "money", "currency": "cur"}, low_balance=15),
     ]
 
 
@@ -225,7 +250,8 @@ async def test_own_renderer_writes_what_prometheus_client_writes(
         snapshots = await Engine(config, upstream).collect()
     finally:
         await simulator.stop()
-    assert len(snapshots) == 12
+    assert len(snapshots) == 14
+    assert {s.currency for s in snapshots[-2:]} == {"RUB", "EUR"}
     reload_status = ReloadStatus(True, time.time())
     for chosen in ([], snapshots[:1], snapshots):
         collectors: list[Collector] = [

@@ -134,7 +134,7 @@ CREDITS = BALANCE + "      credits:\n"
         ),
         (
             variant("    values:\n      balance_usd: data.balance\n", "    values: {}\n"),
-            "cfg.yml:8: accounts[0].values: nothing to read: give at least one of balance_usd",
+            "cfg.yml:8: accounts[0].values: nothing to read: give at least one of balance",
         ),
         (
             variant("    values:\n      balance_usd: data.balance\n", ""),

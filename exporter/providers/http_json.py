@@ -22,6 +22,11 @@ value that is null or missing, not a number, NaN or infinite is `invalid_respons
 `balance_usd` may be negative (postpaid accounts do go below zero, and that is what the alert
 is for); credits and daily limits may not.
 
+Money in another currency is `balance` (in the account's `currency`, default USD), or
+`balance` with `currency`: where the answer says which currency it is. A currency read from
+the answer must be three letters and must not change from one collection to the next (the
+engine checks that); anything else is `invalid_response`, never a number in the wrong unit.
+
 Failures map to the same reasons as the built-in providers: 401/403 `auth`, 429
 `rate_limited` (honouring Retry-After), a status outside `ok_status` (default: any 2xx) `http`,
 or `provider_error` when a 4xx answer or an ok answer has the `error` expression not null.
@@ -35,7 +40,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import jmespath
 from jmespath import exceptions as jmespath_errors
@@ -53,7 +58,7 @@ from yarl import URL
 
 from exporter.model import CollectError, Credit, Reading, Reason, finite_number, numeric_string
 from exporter.providers.base import Provider, status_error
-from exporter.settings import AccountSettings, LabelValue, Strict
+from exporter.settings import USD, AccountSettings, LabelValue, Strict
 from exporter.upstream import AccountHttp, Answer
 
 PLACEHOLDER = "{api_key}"
@@ -66,6 +71,7 @@ NEVER_OK = frozenset({401, 403, 429, 502, 503, 504})
 RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 _HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e\t]*$")
+_CURRENCY_IN_ANSWER_RE = re.compile(r"[A-Za-z]{3}")
 _FUNCTIONS: dict[str, Any] = Functions.FUNCTION_TABLE
 
 
@@ -244,7 +250,11 @@ class CreditPath(Strict):
 
 
 class ValueSettings(Strict):
+    # Money left in the account's currency; `balance_usd` is its older name, for USD only.
+    balance: Expression | None = None
     balance_usd: Expression | None = None
+    # Where the answer says which currency `balance` is in.
+    currency: Expression | None = None
     daily_limit_remaining: Expression | None = None
     daily_limit_reset_seconds: Expression | None = None
     credits: list[CreditPath] = Field(default_factory=list, max_length=MAX_CREDITS)
@@ -265,14 +275,25 @@ class ValueSettings(Strict):
 
     @model_validator(mode="after")
     def _something_to_read(self) -> Self:
+        if self.balance is not None and self.balance_usd is not None:
+            raise ValueError(
+                "give balance or balance_usd, not both (balance_usd is balance for a USD account)"
+            )
+        if self.currency is not None and self.balance_usd is not None:
+            raise ValueError(
+                "balance_usd is always USD; with currency read from the answer, use balance"
+            )
+        if self.currency is not None and self.balance is None:
+            raise ValueError("currency says what balance is in: give balance too")
         if (
-            self.balance_usd is None
+            self.balance is None
+            and self.balance_usd is None
             and self.daily_limit_remaining is None
             and self.daily_limit_reset_seconds is None
             and not self.credits
         ):
             raise ValueError(
-                "nothing to read: give at least one of balance_usd, daily_limit_remaining, "
+                "nothing to read: give at least one of balance, balance_usd, daily_limit_remaining, "
                 "daily_limit_reset_seconds, credits"
             )
         return self
@@ -301,12 +322,30 @@ class HttpJsonSettings(AccountSettings):
         | None
     ) = None
 
+    # The config says which currency the answer's money is in (`currency`, default USD), or
+    # where the answer says it (`values.currency`).
+    fixed_currency: ClassVar[str | None] = None
+
     @field_validator("base_url")
     @classmethod
     def _no_base_url(cls, value: str | None) -> str | None:
         if value is not None:
             raise ValueError("http_json has no base_url: request.url is the whole URL")
         return value
+
+    @model_validator(mode="after")
+    def _usd_only_in_usd(self) -> Self:
+        if self.values.balance_usd is not None and self.known_currency() != USD:
+            raise ValueError(
+                f"values.balance_usd is for accounts in USD; {self.currency_description()}: "
+                "read it with values.balance"
+            )
+        return self
+
+    def known_currency(self) -> str | None:
+        if self.currency is None and self.values.currency is not None:
+            return None
+        return super().known_currency()
 
 
 # -- the provider -----------------------------------------------------------------------
@@ -328,6 +367,7 @@ class HttpJson(Provider):
         self._scalars = [
             (name, compile_expression(text), minimum)
             for name, text, minimum in (
+                ("balance", values.balance, None),
                 ("balance_usd", values.balance_usd, None),
                 ("daily_limit_remaining", values.daily_limit_remaining, 0.0),
                 ("daily_limit_reset_seconds", values.daily_limit_reset_seconds, 0.0),
@@ -339,6 +379,8 @@ class HttpJson(Provider):
             for credit in values.credits
         ]
         self._error = None if settings.error is None else compile_expression(settings.error)
+        self._currency = None if values.currency is None else compile_expression(values.currency)
+        self._configured_currency = settings.known_currency()
 
     @classmethod
     def upstream_url(cls, settings: AccountSettings) -> str | None:
@@ -400,8 +442,17 @@ class HttpJson(Provider):
             )
             for i, (credit_type, pool, expression) in enumerate(self._credits)
         )
+        if self._currency is None:
+            currency = self._configured_currency
+        else:
+            currency = read_currency(_search(self._currency, body, "values.currency"))
+        money = found.get("balance", found.get("balance_usd"))
+        in_usd = currency == USD
         return Reading(
-            balance_usd=found.get("balance_usd"),
+            balance_usd=money if in_usd else None,
+            balance=None if in_usd else money,
+            # A USD account by config reads as every built-in's does.
+            currency=None if in_usd and self._currency is None else currency,
             credits=credits,
             daily_limit_remaining=found.get("daily_limit_remaining"),
             daily_limit_reset_seconds=found.get("daily_limit_reset_seconds"),
@@ -416,6 +467,17 @@ def _search(expression: ParsedResult, body: Any, what: str) -> Any:
         raise CollectError(
             Reason.INVALID_RESPONSE, f"{what}: the expression does not apply to this answer"
         ) from None
+
+
+def read_currency(value: Any) -> str:
+    """A currency code from the answer: three letters (`"usd"` is taken as USD)."""
+    if value is None:
+        raise CollectError(Reason.INVALID_RESPONSE, "values.currency is null or missing")
+    if not isinstance(value, str) or not _CURRENCY_IN_ANSWER_RE.fullmatch(value):
+        raise CollectError(
+            Reason.INVALID_RESPONSE, "values.currency is not a three-letter currency code"
+        )
+    return value.upper()
 
 
 def read_number(value: Any, what: str, minimum: float | None) -> float:
