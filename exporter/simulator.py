@@ -169,7 +169,9 @@ NGINX_502 = (
 @dataclass
 class SimAccount:
     """One simulated account. Money drifts down by `burn_per_hour` from the simulator's start
-    and, with `topup_amount`, jumps back up whenever it would fall below `topup_below`."""
+    and, with `topup_amount`, jumps back up whenever it would fall below `topup_below`.
+    Burning stops at zero, but an account set up below zero (overdrawn: the services charge
+    tasks in flight after the money has run out) answers its negative balance."""
 
     key: str
     balance: float = 10.0
@@ -179,6 +181,9 @@ class SimAccount:
     # anticaptcha
     captcha_credits: int | None = None
     spending: list[dict[str, Any]] | None = None  # fixed getSpendingStats records
+    # Anti-Captcha's records are rolling hours, not clock hours: each starts this many seconds
+    # past the hour (the documented example starts at :45:00; :57:30 is seen too).
+    spending_phase: int = 45 * 60
     queue_shares: dict[str, float] = field(default_factory=dict)
     # capsolver
     packages: list[dict[str, Any]] | None = None
@@ -269,14 +274,15 @@ class Simulator:
             value += math.ceil((account.topup_below - value) / account.topup_amount) * (
                 account.topup_amount
             )
-        return round(max(value, 0.0), 6)
+        return round(max(value, min(account.balance, 0.0)), 6)
 
     def spending_of(self, account: SimAccount, queue: str | None) -> list[dict[str, Any]]:
         if account.spending is not None:
             return account.spending
         share = 1.0 if queue is None else account.queue_shares.get(queue, 0.0)
         now = int(self._clock())
-        this_hour = now - now % 3600
+        phase = account.spending_phase % 3600
+        this_hour = now - (now - phase) % 3600
         records = []
         # 23 complete hours and the current one, which has not ended yet.
         for start in range(this_hour - 23 * 3600, this_hour + 1, 3600):
@@ -287,7 +293,8 @@ class Simulator:
                     "dateFrom": start,
                     "dateTill": start + 3599,
                     "volume": int(money / 0.0015),
-                    "money": money,
+                    # An idle hour is the integer 0 in the real answers, not 0.0.
+                    "money": money or 0,
                 }
             )
         return records
@@ -298,6 +305,7 @@ class Simulator:
             "credits": {"oneTime": 5000, "recurrent": 20000},
             "emailCredits": {"oneTime": 800, "recurrent": 2000},
             "phoneCredits": {"oneTime": 50, "recurrent": 100},
+            "previewCredits": {"oneTime": 0, "recurrent": 300},
         }
         body: dict[str, Any] = {
             name: {
@@ -382,14 +390,15 @@ class Simulator:
             return override
         account = self.accounts.get(provider, {}).get(key)
         if account is None:
-            # CapSolver answers errors with HTTP 400; the others with 200.
-            return _antigate_bad_key(status=400 if provider == "capsolver" else 200)
+            if provider == "capsolver":
+                return _capsolver_bad_key()
+            return _antigate_bad_key(status=200, content_type=_ANTIGATE_CONTENT_TYPE[provider])
         body: dict[str, Any] = {"errorId": 0, "balance": self.balance_of(account)}
         if provider == "anticaptcha" and account.captcha_credits is not None:
             body["captchaCredits"] = account.captcha_credits
         if provider == "capsolver":
             body["packages"] = account.packages or []
-        return web.json_response(body)
+        return web.json_response(body, content_type=_ANTIGATE_CONTENT_TYPE[provider])
 
     async def _spending_stats(self, request: web.Request) -> web.StreamResponse:
         key = await self._client_key(request)
@@ -646,7 +655,13 @@ JSON_APIS: dict[str, JsonApi] = {
 }
 
 
-def _antigate_bad_key(status: int) -> web.Response:
+# CapMonster Cloud labels its JSON text/plain; the others say what it is.
+_ANTIGATE_CONTENT_TYPE = dict.fromkeys(ANTIGATE_TYPES, "application/json") | {
+    "capmonster": "text/plain"
+}
+
+
+def _antigate_bad_key(status: int, content_type: str = "application/json") -> web.Response:
     return web.json_response(
         {
             "errorId": 1,
@@ -654,4 +669,37 @@ def _antigate_bad_key(status: int) -> web.Response:
             "errorDescription": "Account authorization key not found in the system",
         },
         status=status,
+        content_type=content_type,
+    )
+
+
+def _capsolver_bad_key() -> web.Response:
+    # CapSolver: 401 for a key it does not know, 400 for every other error
+    # (https://docs.capsolver.com/en/guide/api-error/).
+    return web.json_response(
+        {
+            "errorId": 1,
+            "errorCode": "ERROR_KEY_DENIED_ACCESS",
+            "errorDescription": "Wrong account key",
+        },
+        status=401,
+    )
+
+
+def capsolver_error(code: str, description: str, status: int = 400) -> Fault:
+    """CapSolver's error answer: `errorId` 1 and the code, with HTTP 400 (or as given)."""
+    return respond(status, {"errorId": 1, "errorCode": code, "errorDescription": description})
+
+
+def capsolver_rate_limited() -> Fault:
+    """CapSolver over its request rate: HTTP 429 with its JSON error body, no Retry-After."""
+    return capsolver_error("ERROR_RATE_LIMIT", "Request frequency/rate limit", status=429)
+
+
+def capsolver_key_temp_blocked() -> Fault:
+    """CapSolver's temporary block after too many bad requests (lifted after 5 minutes)."""
+    return capsolver_error(
+        "ERROR_KEY_TEMP_BLOCKED",
+        "Due to too many error requests, you have been blocked temporarily, "
+        "and will be automatically unblocked in 5 minutes",
     )

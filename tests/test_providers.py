@@ -4,16 +4,27 @@ shape, and the answers no document promises (HTML, wrong types, NaN, timeouts)."
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+import aiohttp
 import pytest
 
 from exporter.config import build_config
 from exporter.engine import Engine, Snapshot
 from exporter.model import Credit, Reason, Spend
-from exporter.simulator import Fault, SimAccount, Simulator, delay, hang, respond
+from exporter.simulator import (
+    Fault,
+    SimAccount,
+    Simulator,
+    capsolver_key_temp_blocked,
+    capsolver_rate_limited,
+    delay,
+    hang,
+    respond,
+)
 from exporter.upstream import Upstream
-from tests.helpers import account
+from tests.helpers import FrozenClock, account
 
 ANTIGATE = ("anticaptcha", "datalabs", "twocaptcha", "capsolver", "capmonster")
 KEY = "sim-key-0123456789"
@@ -87,6 +98,8 @@ def antigate_error(code: str, status: int = 200) -> Fault:
         (antigate_error("ERROR_IP_NOT_ALLOWED"), Reason.AUTH),
         (antigate_error("ERROR_KEY_DENIED_ACCESS", status=400), Reason.AUTH),
         (antigate_error("ERROR_IP_BLOCKED"), Reason.RATE_LIMITED),
+        (antigate_error("ERROR_IP_BANNED", status=403), Reason.RATE_LIMITED),
+        (antigate_error("ERROR_KEY_DOES_NOT_EXIST", status=401), Reason.AUTH),
         (antigate_error("ERROR_NO_SUCH_METHOD"), Reason.PROVIDER_ERROR),
         (antigate_error("ERROR_SERVICE_UNAVAILABLE", status=400), Reason.PROVIDER_ERROR),
         (respond(401, {"errorId": 1}), Reason.AUTH),
@@ -99,7 +112,6 @@ def antigate_error(code: str, status: int = 200) -> Fault:
         (raw(200, '{"errorId": 0, "balance": Infinity}'), Reason.INVALID_RESPONSE),
         (raw(200, '{"errorId": 0, "balance": 1e999}'), Reason.INVALID_RESPONSE),
         (respond(200, {"errorId": 0, "balance": "12.5"}), Reason.INVALID_RESPONSE),
-        (respond(200, {"errorId": 0, "balance": -3}), Reason.INVALID_RESPONSE),
         (respond(200, {"errorId": 0, "balance": True}), Reason.INVALID_RESPONSE),
         (respond(200, {"errorId": 0, "balance": None}), Reason.INVALID_RESPONSE),
         (respond(200, {"errorId": 0}), Reason.INVALID_RESPONSE),
@@ -117,6 +129,117 @@ async def test_antigate_errors(
     assert snapshot.outcome.reading is None
     assert snapshot.errors[reason] == 1
     assert sum(snapshot.errors.values()) == 1
+
+
+# -- overdrawn accounts ----------------------------------------------------------------
+
+MONEY_PROVIDERS = (*ANTIGATE, "vastcap", "decaptcha")
+
+
+@pytest.mark.parametrize("provider", MONEY_PROVIDERS)
+async def test_overdrawn_balance_is_exported(
+    simulator: Simulator, upstream: Upstream, provider: str
+) -> None:
+    # Tasks in flight are charged after the money has run out; the account is overdrawn and
+    # is exactly the one the low-balance alert must keep seeing.
+    sim = SimAccount(KEY, balance=-0.0352)
+    snapshot = await collect(simulator, upstream, provider, sim=sim)
+    assert snapshot.outcome.ok, snapshot.outcome.error
+    assert snapshot.outcome.reading is not None
+    # DeCaptcha writes its balance as a string with two decimals ("-0.04").
+    expected = -0.04 if provider == "decaptcha" else -0.0352
+    assert snapshot.outcome.reading.balance_usd == expected
+
+
+async def test_overdrawn_anticaptcha_answer_as_reported(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    fault = raw(200, '{"errorId":0,"balance":-0.0352}')
+    snapshot = await collect(simulator, upstream, "anticaptcha", fault)
+    assert snapshot.outcome.reading is not None
+    assert snapshot.outcome.reading.balance_usd == -0.0352
+
+
+@pytest.mark.parametrize(
+    ("provider", "fault"),
+    [
+        ("anticaptcha", respond(200, {"errorId": 0, "balance": 1.0, "captchaCredits": -1})),
+        (
+            "capsolver",
+            respond(
+                200,
+                {"errorId": 0, "balance": 1.0, "packages": [{"numberOfCalls": -5, "status": 1}]},
+            ),
+        ),
+        (
+            "ocean",
+            respond(200, {"credits": {"oneTime": -1, "recurrent": 1}, "dailyLimitRateLeft": 1}),
+        ),
+        (
+            "ocean",
+            respond(200, {"credits": {"oneTime": 1, "recurrent": 1}, "dailyLimitRateLeft": -1}),
+        ),
+    ],
+)
+async def test_negative_credits_and_limits_stay_invalid(
+    simulator: Simulator, upstream: Upstream, provider: str, fault: Fault
+) -> None:
+    snapshot = await collect(simulator, upstream, provider, fault)
+    assert reason_of(snapshot) is Reason.INVALID_RESPONSE
+
+
+# -- temporary blocks -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "fault", "wait"),
+    [
+        ("capsolver", capsolver_key_temp_blocked(), 300.0),
+        ("capsolver", antigate_error("ERROR_IP_BANNED", status=400), 600.0),
+        ("capmonster", antigate_error("ERROR_IP_BANNED"), 600.0),
+    ],
+)
+async def test_temporary_block_waits_for_its_documented_time(
+    simulator: Simulator, upstream: Upstream, provider: str, fault: Fault, wait: float
+) -> None:
+    snapshot = await collect(simulator, upstream, provider, fault)
+    assert reason_of(snapshot) is Reason.RATE_LIMITED
+    assert snapshot.outcome.error is not None
+    assert snapshot.outcome.error.retry_after == wait
+
+
+async def test_temporarily_blocked_key_is_not_asked_again_for_five_minutes(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    # Every request during the block extends it: a retry on each scrape would keep the key
+    # blocked for as long as the exporter runs.
+    clock = FrozenClock()
+    simulator.add("capsolver", SimAccount(KEY, balance=3.0).then(capsolver_key_temp_blocked()))
+    config = build_config(
+        {
+            "accounts": [
+                account("acct", "capsolver", KEY, simulator.base_url("capsolver"), cache_ttl="0s")
+            ]
+        },
+        source="test",
+    )
+    engine = Engine(config, upstream, clock)
+    for step in (0, 60, 60, 60, 60, 59):
+        clock.advance(step)
+        [snapshot] = await engine.collect()
+        assert reason_of(snapshot) is Reason.RATE_LIMITED
+    assert simulator.calls[("capsolver", KEY)] == 1
+    clock.advance(2)
+    [snapshot] = await engine.collect()
+    assert snapshot.outcome.ok
+    assert simulator.calls[("capsolver", KEY)] == 2
+
+
+async def test_capsolver_rate_limit_is_429_with_a_json_body(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    snapshot = await collect(simulator, upstream, "capsolver", capsolver_rate_limited())
+    assert reason_of(snapshot) is Reason.RATE_LIMITED
 
 
 async def test_transient_failure_is_retried_within_the_budget(
@@ -405,7 +528,6 @@ def decaptcha(status: int, **body: Any) -> Fault:
         (decaptcha(200, isSuccess=True, data="abc"), Reason.INVALID_RESPONSE),
         (decaptcha(200, isSuccess=True, data="NaN"), Reason.INVALID_RESPONSE),
         (decaptcha(200, isSuccess=True, data="inf"), Reason.INVALID_RESPONSE),
-        (decaptcha(200, isSuccess=True, data="-5.00"), Reason.INVALID_RESPONSE),
         (decaptcha(200, isSuccess=True, data=None), Reason.INVALID_RESPONSE),
         (decaptcha(200, isSuccess=True, data=12.5), Reason.INVALID_RESPONSE),
         (decaptcha(200, isSuccess="yes", data="1"), Reason.INVALID_RESPONSE),
@@ -521,3 +643,90 @@ async def test_ocean_errors(
 async def test_ocean_unknown_token(simulator: Simulator, upstream: Upstream) -> None:
     snapshot = await collect(simulator, upstream, "ocean", key="unknown-token-0000")
     assert reason_of(snapshot) is Reason.AUTH
+
+
+# -- the simulator answers as the services do -------------------------------------------
+
+
+async def post_json(url: str, body: dict[str, Any]) -> tuple[int, str, Any]:
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
+        return response.status, response.content_type, json.loads(await response.read())
+
+
+async def test_simulated_capsolver_rejects_a_bad_key_with_401(simulator: Simulator) -> None:
+    status, _, body = await post_json(
+        simulator.base_url("capsolver") + "/getBalance", {"clientKey": "unknown-key-000000"}
+    )
+    assert status == 401
+    assert body["errorId"] == 1
+    assert body["errorCode"] == "ERROR_KEY_DENIED_ACCESS"
+
+
+async def test_simulated_capmonster_labels_its_json_text_plain(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    simulator.add("capmonster", SimAccount(KEY, balance=4.5))
+    status, content_type, body = await post_json(
+        simulator.base_url("capmonster") + "/getBalance", {"clientKey": KEY}
+    )
+    assert (status, content_type, body) == (200, "text/plain", {"errorId": 0, "balance": 4.5})
+    snapshot = await collect(simulator, upstream, "capmonster", sim=SimAccount(KEY, balance=4.5))
+    assert snapshot.outcome.reading is not None
+    assert snapshot.outcome.reading.balance_usd == 4.5
+
+
+@pytest.mark.parametrize(("phase", "offset"), [(45 * 60, 2700), (57 * 60 + 30, 3450)])
+async def test_simulated_spending_records_are_rolling_hours(phase: int, offset: int) -> None:
+    now = 1_700_000_000.0  # 22:13:20 UTC
+    simulator = Simulator(clock=lambda: now)
+    await simulator.start()
+    try:
+        simulator.add("anticaptcha", SimAccount(KEY, spending_phase=phase))
+        idle = SimAccount("idle-key-00000000", spending_phase=phase)
+        simulator.add("anticaptcha", idle)
+        url = simulator.base_url("anticaptcha") + "/getSpendingStats"
+        _, _, busy_body = await post_json(url, {"clientKey": KEY})
+        _, _, idle_body = await post_json(url, {"clientKey": idle.key})
+    finally:
+        await simulator.stop()
+    records = busy_body["data"]
+    assert len(records) == 24
+    assert all(r["dateFrom"] % 3600 == offset for r in records)
+    assert all(r["dateTill"] == r["dateFrom"] + 3599 for r in records)
+    assert records[-1]["dateFrom"] <= now < records[-1]["dateTill"]
+    # No burn: every hour spent nothing, written as the integer 0.
+    assert all(type(r["money"]) is int and r["money"] == 0 for r in idle_body["data"])
+
+
+async def test_anticaptcha_reads_rolling_hours_and_integer_money(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    # The provider compares dateTill with the wall clock.
+    now = int(time.time())
+    records = [
+        {"dateFrom": start, "dateTill": start + 3599, "volume": volume, "money": money}
+        for start, volume, money in [
+            (now - 2 * 3600 - 150, 0, 0),
+            (now - 3600 - 150, 3, 0.0045),
+            (now - 150, 7, 0.0105),  # still running
+        ]
+    ]
+    sim = SimAccount(KEY, balance=1.0, spending=records)
+    simulator.add("anticaptcha", sim)
+    config = build_config(
+        {
+            "accounts": [
+                account(
+                    "acct",
+                    "anticaptcha",
+                    KEY,
+                    simulator.base_url("anticaptcha"),
+                    spending_stats=True,
+                )
+            ]
+        },
+        source="test",
+    )
+    [snapshot] = await Engine(config, upstream).collect()
+    assert snapshot.outcome.reading is not None
+    assert snapshot.outcome.reading.spend == (Spend("all", 0.0045, 3.0, 0.0045, 3.0),)

@@ -3,11 +3,17 @@
 POST `{base_url}/getBalance` with `{"clientKey": KEY}`. The answer has `errorId` (0 is
 success; anything else comes with `errorCode` and `errorDescription`) and `balance` in USD.
 Some services answer errors with HTTP 200, others with 4xx; both are read the same way.
+
+The balance may be negative: tasks in flight are charged after the money has run out, and
+Anti-Captcha documents `ERROR_ZERO_BALANCE` as "zero or negative balance"
+(https://anti-captcha.com/apidoc/errors). An overdrawn account is exactly the one to show.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 from exporter.model import CollectError, Reading, Reason, finite_number
 from exporter.providers.base import Provider, require_object, safe_code, status_error
@@ -33,8 +39,18 @@ RATE_LIMIT_ERROR_CODES = frozenset(
 )
 
 
-def error_for_code(code: object) -> CollectError:
+# A service's codes for "blocked for a while" -> seconds until it lifts. Asking again before
+# then is answered with the same code and, by the services' own rules, prolongs the block.
+TemporaryBlocks = Mapping[str, float]
+NO_TEMPORARY_BLOCKS: TemporaryBlocks = MappingProxyType({})
+
+
+def error_for_code(code: object, blocks: TemporaryBlocks = NO_TEMPORARY_BLOCKS) -> CollectError:
     text = safe_code(code)
+    if text in blocks:
+        return CollectError(
+            Reason.RATE_LIMITED, f"blocked temporarily: {text}", retry_after=blocks[text]
+        )
     if text in AUTH_ERROR_CODES:
         return CollectError(Reason.AUTH, f"key rejected: {text}")
     if text in RATE_LIMIT_ERROR_CODES:
@@ -42,32 +58,39 @@ def error_for_code(code: object) -> CollectError:
     return CollectError(Reason.PROVIDER_ERROR, f"provider error: {text}")
 
 
-def read_antigate_answer(answer: Answer) -> dict[str, Any]:
+def read_antigate_answer(
+    answer: Answer, blocks: TemporaryBlocks = NO_TEMPORARY_BLOCKS
+) -> dict[str, Any]:
     """The body of a successful call, or the error it documents."""
-    if answer.status in (401, 403):
-        raise status_error(answer)
     if not answer.ok:
         data = answer.json_or_none()
-        if isinstance(data, dict) and data.get("errorId") not in (None, 0):
-            raise error_for_code(data.get("errorCode"))
+        has_code = isinstance(data, dict) and data.get("errorId") not in (None, 0)
+        code = data.get("errorCode") if isinstance(data, dict) else None
+        # A temporary block must back off for its documented time whatever the status says;
+        # otherwise 401/403 alone means the key is not accepted.
+        if has_code and (safe_code(code) in blocks or answer.status not in (401, 403)):
+            raise error_for_code(code, blocks)
         raise status_error(answer)
     data = require_object(answer.json())
     error_id = data.get("errorId", 0)
     if isinstance(error_id, bool) or not isinstance(error_id, int):
         raise CollectError(Reason.INVALID_RESPONSE, "errorId is not an integer")
     if error_id != 0:
-        raise error_for_code(data.get("errorCode"))
+        raise error_for_code(data.get("errorCode"), blocks)
     return data
 
 
 class AntigateProvider(Provider):
     """Base for services that speak the anti-captcha protocol."""
 
+    # The service's documented "blocked for a while" codes and how long each lasts.
+    temporary_blocks: ClassVar[TemporaryBlocks] = NO_TEMPORARY_BLOCKS
+
     async def call(self, http: AccountHttp, method: str, **params: Any) -> dict[str, Any]:
         answer = await http.request(
             "POST", f"/{method}", json_body={"clientKey": self.api_key, **params}
         )
-        return read_antigate_answer(answer)
+        return read_antigate_answer(answer, self.temporary_blocks)
 
     async def fetch(self, http: AccountHttp) -> Reading:
         data = await self.call(http, "getBalance")
@@ -76,4 +99,4 @@ class AntigateProvider(Provider):
     def read_balance(self, data: dict[str, Any]) -> Reading:
         if "balance" not in data:
             raise CollectError(Reason.INVALID_RESPONSE, "no balance in the answer")
-        return Reading(balance_usd=finite_number(data["balance"], "balance"))
+        return Reading(balance_usd=finite_number(data["balance"], "balance", minimum=None))

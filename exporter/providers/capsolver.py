@@ -1,5 +1,10 @@
 """CapSolver: the anti-captcha protocol at api.capsolver.com, plus prepaid `packages`.
 
+Errors (https://docs.capsolver.com/en/guide/api-error/) come with HTTP 400, a bad key with
+401. `ERROR_KEY_TEMP_BLOCKED` (too many bad requests; "unblocked in 5 minutes") and
+`ERROR_IP_BANNED` (the IP is blocked for 10 minutes) are waited out as `rate_limited`:
+asking again meanwhile only extends the block.
+
 Each package has `numberOfCalls` left, a `status` (1 is active) and an `expireTime` (unix
 seconds). The calls left in active, unexpired packages are exported as captcha credits;
 package titles and tokens are provider text and never become labels.
@@ -11,6 +16,7 @@ package titles and tokens are provider text and never become labels.
 from __future__ import annotations
 
 import time
+from types import MappingProxyType
 from typing import Any
 
 from exporter.model import CollectError, Credit, Reading, Reason, finite_number
@@ -37,6 +43,9 @@ def package_calls_left(packages: object, now: float) -> float:
 class CapSolver(AntigateProvider):
     type_name = "capsolver"
     default_base_url = "https://api.capsolver.com"
+    temporary_blocks = MappingProxyType(
+        {"ERROR_KEY_TEMP_BLOCKED": 5 * 60.0, "ERROR_IP_BANNED": 10 * 60.0}
+    )
 
     def read_balance(self, data: dict[str, Any]) -> Reading:
         reading = super().read_balance(data)

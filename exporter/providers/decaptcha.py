@@ -1,7 +1,8 @@
 """DeCaptcha (seed 001): GET `{base_url}/api/balance` with the key in `x-api-key`.
 
 The answer is `{"isSuccess", "statusCode", "errorMessage", "data"}`; `data` is the balance
-as a *string*, possibly with thousands separators (`"1,250.75"`). `isSuccess: false` is an
+as a *string*, possibly with thousands separators (`"1,250.75"`) and, for an overdrawn
+account, a minus sign (`"-3.50"`). `isSuccess: false` is an
 error whose `statusCode` says which (401: invalid key). There is no public default host, so
 `base_url` is required.
 
@@ -40,4 +41,4 @@ class DeCaptcha(Provider):
             raise CollectError(Reason.PROVIDER_ERROR, f"provider error (statusCode {shown})")
         if not answer.ok:
             raise status_error(answer)
-        return Reading(balance_usd=numeric_string(body.get("data"), "data"))
+        return Reading(balance_usd=numeric_string(body.get("data"), "data", minimum=None))

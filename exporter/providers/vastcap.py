@@ -2,6 +2,7 @@
 
 Success is `{"balance": 10.25}` with no `errorId`; errors are nested:
 `{"error": {"errorId", "errorCode", "errorDescription"}}`, with HTTP 401 for a bad key.
+The balance may be negative (an overdrawn account), as with every anti-captcha-style service.
 
     apibalance_balance_usd{provider="vastcap",account="main"} 10.25
 """
@@ -30,7 +31,7 @@ class VastCap(Provider):
             raise error
         if "balance" not in body:
             raise CollectError(Reason.INVALID_RESPONSE, "no balance in the answer")
-        return Reading(balance_usd=finite_number(body["balance"], "balance"))
+        return Reading(balance_usd=finite_number(body["balance"], "balance", minimum=None))
 
 
 def nested_error(body: object) -> CollectError | None:
