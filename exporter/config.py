@@ -25,6 +25,14 @@ from exporter.providers import PROVIDERS, Provider
 from exporter.settings import USD, AccountSettings, GlobalSettings
 
 MAX_KEY_FILE_BYTES = 64 * 1024
+# A config file is a few KiB; anything near this is not one (a log, a disk image).
+MAX_CONFIG_FILE_BYTES = 4 * 1024 * 1024
+# Real configs nest about six levels; the bound keeps the YAML composer and pydantic well
+# inside Python's recursion limit whatever the file holds.
+MAX_YAML_DEPTH = 64
+# Values after alias expansion: a few anchors that each repeat the previous one would
+# otherwise make a 1 KiB file stand for billions of values.
+MAX_YAML_VALUES = 100_000
 KEY_SOURCES = frozenset({"api_key_file", "api_key_env", "api_key"})
 Loc = tuple[str | int, ...]
 
@@ -122,13 +130,52 @@ def format_loc(loc: Loc) -> str:
     return text
 
 
+class UnreadableFile(Exception):
+    """A file that is not read: why, in words fit for a config error."""
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
+    """At most `limit` bytes of a regular file; `UnreadableFile` saying why not.
+
+    Opened non-blocking so that a FIFO (which would wait for a writer for good, holding a
+    reload and the process exit with it) is seen as one and refused without reading.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise UnreadableFile(error.strerror or str(error)) from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+        raise UnreadableFile(f"is {kind}, not a regular file")
+    with open(descriptor, "rb", closefd=True) as handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as error:
+            raise UnreadableFile(error.strerror or str(error)) from None
+    if len(data) > limit:
+        raise UnreadableFile(f"is larger than {limit // 1024} KiB")
+    return data
+
+
 def read_config_file(path: str | os.PathLike[str], kind: str = "config file") -> str:
     """The text of a config file; `ConfigError` naming the file if it cannot be read."""
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        problem = Problem((), f"cannot read {kind}: {error.strerror}")
-        raise ConfigError(str(path), [problem]) from None
+        data = read_regular_file(path, MAX_CONFIG_FILE_BYTES)
+    except UnreadableFile as error:
+        raise ConfigError(str(path), [Problem((), f"cannot read {kind}: {error}")]) from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(str(path), [Problem((), f"{kind} is not UTF-8 text")]) from None
 
@@ -157,16 +204,119 @@ def _mode(path: str | os.PathLike[str]) -> int:
 
 
 def read_yaml(text: str, source: str) -> tuple[Any, Locator]:
-    """The data of a YAML document and a locator for its lines; `ConfigError` if not YAML."""
+    """The data of a YAML document and a locator for its lines; `ConfigError` if not YAML.
+
+    The node tree is composed once, checked for depth and alias expansion, and only then
+    turned into data, so no document can make loading (or any walk over it) explode.
+    """
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        # The reader checks the whole text for characters YAML does not allow right here.
+        loader = yaml.SafeLoader(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        what = getattr(error, "problem", None) or "invalid YAML"
-        raise ConfigError(source, [Problem((), f"invalid YAML: {what}", line)]) from None
+        raise ConfigError(source, [yaml_problem(error, text)]) from None
+    try:
+        root = loader.get_single_node()
+    except yaml.YAMLError as error:
+        raise ConfigError(source, [yaml_problem(error, text)]) from None
+    except RecursionError:
+        line = loader.get_mark().line + 1
+        problem = Problem((), f"invalid YAML: nested more than {MAX_YAML_DEPTH} levels deep", line)
+        raise ConfigError(source, [problem]) from None
+    finally:
+        loader.dispose()
+    if root is None:
+        return None, Locator(None)
+    shape = _shape_problem(root)
+    if shape is not None:
+        raise ConfigError(source, [shape])
+    constructor = yaml.SafeLoader("")
+    try:
+        data = constructor.construct_document(root)
+    except yaml.YAMLError as error:
+        raise ConfigError(source, [yaml_problem(error, text)]) from None
+    finally:
+        constructor.dispose()
     return data, Locator(root)
+
+
+def yaml_problem(error: yaml.YAMLError, text: str) -> Problem:
+    """A YAML error as one problem with its line, and its column in the message."""
+    if isinstance(error, yaml.reader.ReaderError):
+        # Raised before any token: it has a character position, not a mark.
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
+        character = f"U+{error.character:04X}" if isinstance(error.character, int) else "?"
+        what = "a NUL byte" if error.character == 0 else f"the control character {character}"
+        return Problem(
+            (),
+            f"invalid YAML: {what} at column {column}; a YAML file is text "
+            "(was it overwritten with binary data?)",
+            line,
+        )
+    mark = getattr(error, "problem_mark", None)
+    what = getattr(error, "problem", None) or getattr(error, "context", None) or str(error)
+    if mark is None:
+        return Problem((), f"invalid YAML: {what}")
+    hint = "; YAML indents with spaces, not tabs" if "'\\t'" in what else ""
+    return Problem((), f"invalid YAML: {what} at column {mark.column + 1}{hint}", mark.line + 1)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _shape_problem(root: yaml.Node) -> Problem | None:
+    """Why the tree is too deep or expands too far once aliases are followed, if it does.
+
+    Each node is visited once: an alias is a second edge to a node already sized.
+    """
+    sizes: dict[int, tuple[int, int]] = {}  # node id -> (values, depth) once expanded
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    worst: tuple[str, yaml.Node] | None = None
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            on_path.discard(key)
+            kids = [sizes[id(kid)] for kid in _children(node)]
+            values = 1 + sum(values for values, _ in kids)
+            depth = 1 + max((depth for _, depth in kids), default=0)
+            sizes[key] = (values, depth)
+            # The first node found over a bound is the innermost one: its line is the place.
+            if worst is None and depth > MAX_YAML_DEPTH:
+                worst = ("depth", node)
+            elif worst is None and values > MAX_YAML_VALUES:
+                worst = ("values", node)
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            return Problem(
+                (), "invalid YAML: an alias refers to a node that contains it", _line(node)
+            )
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((kid, False) for kid in reversed(_children(node)) if id(kid) not in sizes)
+    if worst is None:
+        return None
+    what, node = worst
+    if what == "depth":
+        message = f"invalid YAML: nested more than {MAX_YAML_DEPTH} levels deep"
+    else:
+        message = (
+            f"invalid YAML: aliases expand to more than {MAX_YAML_VALUES} values "
+            "(anchors repeating other anchors); write the values out instead"
+        )
+    return Problem((), message, _line(node))
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
 
 
 def parse_config(
@@ -181,7 +331,7 @@ def parse_config(
     duplicates = list(locator.duplicate_keys())
     try:
         config = build_config(
-            {} if data is None else data,
+            data,
             source=source,
             base_dir=base_dir,
             environ=environ,
@@ -205,6 +355,10 @@ def build_config(
     """Validate already-parsed config data (the demo builds its config this way)."""
     locator = locator or Locator(None)
     problems: list[Problem] = []
+    if data is None:
+        # What an editor leaves for a moment while saving; applied, it would stop every check.
+        message = "the config is empty (or only comments); it must list at least one account"
+        raise ConfigError(source, [Problem((), message, 1)])
     if not isinstance(data, dict):
         problems.append(Problem((), "the config must be a mapping with 'global' and 'accounts'", 1))
         raise ConfigError(source, problems)
@@ -221,7 +375,11 @@ def build_config(
     except ValidationError as error:
         problems.extend(validation_problems(error, ("global",), locator, model=GlobalSettings))
     raw_accounts = data.get("accounts")
-    if raw_accounts is None:
+    if raw_accounts is None or raw_accounts == []:
+        where = ("accounts",) if "accounts" in data else ()
+        problems.append(
+            locator.problem(where, "no accounts: the config must list at least one account")
+        )
         raw_accounts = []
     elif not isinstance(raw_accounts, list):
         problems.append(locator.problem(("accounts",), "must be a list of accounts"))
@@ -337,12 +495,9 @@ def _read_key(
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         try:
-            with path.open("rb") as handle:
-                raw = handle.read(MAX_KEY_FILE_BYTES + 1)
-        except OSError as error:
-            return None, f"cannot read {path}: {error.strerror}"
-        if len(raw) > MAX_KEY_FILE_BYTES:
-            return None, f"{path} is larger than 64 KiB; is it really a key file?"
+            raw = read_regular_file(path, MAX_KEY_FILE_BYTES)
+        except UnreadableFile as error:
+            return None, f"cannot read {path}: {error}"
         try:
             value = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -447,8 +602,13 @@ class Locator:
 
     def duplicate_keys(self) -> Iterator[Problem]:
         stack: list[tuple[yaml.Node, Loc]] = [(self._root, ())] if self._root else []
+        # An alias is another edge to a node already walked: each node is checked once.
+        walked: set[int] = set()
         while stack:
             node, loc = stack.pop()
+            if id(node) in walked:
+                continue
+            walked.add(id(node))
             if isinstance(node, yaml.MappingNode):
                 seen: set[str] = set()
                 for key, value in node.value:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -62,10 +63,6 @@ def test_keys_never_show_in_reprs(tmp_path: Path) -> None:
     config = parse_config(GOOD.split("  - name: data")[0], source="cfg.yml")
     assert "literal-key-123456" not in repr(config)
     assert "literal-key-123456" not in repr(config.accounts[0].settings)
-
-
-def test_empty_file_is_an_exporter_without_accounts() -> None:
-    assert parse_config("", source="cfg.yml").accounts == ()
 
 
 @pytest.mark.parametrize(
@@ -203,7 +200,8 @@ def test_key_file_problems(tmp_path: Path) -> None:
     lines = problems_of(text)
     assert lines[0] == "cfg.yml:4: accounts[0].api_key_file: the key is empty"
     assert (
-        lines[1] == f"cfg.yml:7: accounts[1].api_key_file: cannot read {tmp_path}: Is a directory"
+        lines[1] == f"cfg.yml:7: accounts[1].api_key_file: cannot read {tmp_path}: "
+        "is a directory, not a regular file"
     )
     if os.geteuid() != 0:
         assert (
@@ -239,7 +237,10 @@ def test_duplicate_names() -> None:
 
 
 def test_duplicate_yaml_keys_are_refused() -> None:
-    lines = problems_of("global:\n  timeout: 5s\n  timeout: 6s\n")
+    lines = problems_of(
+        "global:\n  timeout: 5s\n  timeout: 6s\n"
+        "accounts:\n  - {name: a, provider: ocean, api_key: kkkkkkkk}\n"
+    )
     assert lines == [
         "cfg.yml:3: global.timeout: duplicate key (YAML would silently keep only the last)"
     ]
@@ -328,3 +329,92 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+TESTDATA = Path(__file__).parent / "testdata"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        (
+            "invalid-empty.yml",
+            ":1: the config is empty (or only comments); it must list at least one account",
+        ),
+        (
+            "invalid-comments-only.yml",
+            ":1: the config is empty (or only comments); it must list at least one account",
+        ),
+        (
+            "invalid-no-accounts.yml",
+            ":3: accounts: no accounts: the config must list at least one account",
+        ),
+        (
+            "invalid-alias-bomb.yml",
+            ":6: invalid YAML: aliases expand to more than 100000 values (anchors repeating "
+            "other anchors); write the values out instead",
+        ),
+        (
+            "invalid-alias-cycle.yml",
+            ":1: invalid YAML: an alias refers to a node that contains it",
+        ),
+        ("invalid-deep-nesting.yml", ":2: invalid YAML: nested more than 64 levels deep"),
+        (
+            "invalid-nul-bytes.yml",
+            ":1: invalid YAML: a NUL byte at column 1; a YAML file is text "
+            "(was it overwritten with binary data?)",
+        ),
+        (
+            "invalid-tab-indent.yml",
+            ":3: invalid YAML: found character '\\t' that cannot start any token at column 1; "
+            "YAML indents with spaces, not tabs",
+        ),
+    ],
+)
+def test_invalid_config_fixtures(fixture: str, expected: str) -> None:
+    path = TESTDATA / fixture
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.lines == [f"{path}{expected}"]
+
+
+def test_aliases_within_the_bound_load_and_are_walked_once() -> None:
+    # Five levels of nine: 59049 values once expanded, under the bound. Walking every path
+    # to every node (as the duplicate-key check once did) would take minutes.
+    anchors = ["a0: &a0 {k: v}"] + [
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 5)
+    ]
+    lines = problems_of("\n".join([*anchors, "accounts: *a4", "accounts: *a4"]) + "\n")
+    assert lines[0] == "cfg.yml:1: a0: unknown key"
+    assert "cfg.yml:7: accounts: duplicate key (YAML would silently keep only the last)" in lines
+
+
+def test_config_and_key_file_must_be_regular_files(tmp_path: Path) -> None:
+    # A FIFO would block the reading thread for good (and with it the reload and the exit);
+    # the loader runs in a daemon thread here so a regression fails instead of hanging.
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    config = write_config(
+        tmp_path, "accounts:\n  - {name: a, provider: datalabs, api_key_file: key.fifo}\n"
+    )
+    outcome: list[str] = []
+
+    def load(path: Path) -> None:
+        try:
+            load_config(path)
+        except ConfigError as error:
+            outcome.extend(error.lines)
+
+    for path in (config, fifo):
+        outcome.clear()
+        thread = threading.Thread(target=load, args=(path,), daemon=True)
+        thread.start()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), f"loading {path.name} hangs on a FIFO"
+        if path == config:
+            assert outcome == [
+                f"{config}:2: accounts[0].api_key_file: cannot read {fifo}: "
+                "is a FIFO, not a regular file"
+            ]
+        else:
+            assert outcome == [f"{fifo}: cannot read config file: is a FIFO, not a regular file"]

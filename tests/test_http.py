@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from exporter.simulator import SimAccount, Simulator, delay
 from tests.conftest import ExporterFactory
 from tests.helpers import account, accounts_in, samples, value, write_config
@@ -147,6 +149,28 @@ async def test_invalid_reload_keeps_the_running_config(
     assert (await client.post("/-/reload")).status == 200
     found = samples(await (await client.get("/metrics")).text())
     assert value(found, "apibalance_config_last_reload_successful") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "the config is empty (or only comments)"),
+        ("accounts: []\n", "no accounts"),
+        ("accounts:\n  - " + "[" * 10_000 + "]" * 10_000 + "\n", "nested more than 64 levels"),
+    ],
+    ids=["truncated", "no-accounts", "deep-nesting"],
+)
+async def test_a_reload_that_cannot_load_keeps_the_accounts_and_says_so(
+    simulator: Simulator, make_exporter: ExporterFactory, text: str, reason: str
+) -> None:
+    _, client = await make_exporter(two_accounts(simulator))
+    write_config(make_exporter.tmp_path, text)
+    response = await client.post("/-/reload")
+    assert response.status == 500
+    assert reason in await response.text()
+    found = samples(await (await client.get("/metrics")).text())
+    assert accounts_in(found, "apibalance_up") == {"labs", "data"}
+    assert value(found, "apibalance_config_last_reload_successful") == 0.0
 
 
 async def test_reload_needs_post(simulator: Simulator, make_exporter: ExporterFactory) -> None:
