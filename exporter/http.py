@@ -9,13 +9,13 @@ import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from prometheus_client.registry import Collector
 
-from exporter import __version__
+from exporter import __version__, logs
 from exporter.auth import Guard, GuardHolder
 from exporter.config import Config, ConfigError
 from exporter.engine import Engine
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ConfigLoader = Callable[[], Config]
 WebConfigLoader = Callable[[], WebConfig]
+T = TypeVar("T")
 SCRAPE_PATHS = frozenset({"/metrics", "/probe"})
 DEFAULT_MAX_REQUESTS = 40
 RUNTIME_COLLECTORS: tuple[Collector, ...] = (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR)
@@ -108,14 +109,8 @@ class Exporter:
         problems: list[str] = []
         config: Config | None = None
         web_config: WebConfig | None = None
-        try:
-            config = self._loader() if self._loader is not None else None
-        except ConfigError as error:
-            problems.extend(error.lines)
-        try:
-            web_config = self._web_loader() if self._web_loader is not None else None
-        except ConfigError as error:
-            problems.extend(error.lines)
+        config = _attempt(self._loader, problems)
+        web_config = _attempt(self._web_loader, problems)
         old = self.web_config
         if web_config is not None and old is not None and web_config.tls != old.tls:
             problems.append(f"{web_config.source}: turning TLS on or off needs a restart")
@@ -139,6 +134,12 @@ class Exporter:
         return []
 
     def _reload_failed(self, problems: list[str]) -> list[str]:
+        """Mark the reload failed and log why; the problems as the log shows them.
+
+        The answer to `POST /-/reload` goes to whoever may reload, perhaps through a proxy's
+        log: it is redacted like the log, not only the log line.
+        """
+        problems = [logs.redact(problem) for problem in problems]
         self.reload_status = ReloadStatus(False, self.reload_status.last_success_timestamp)
         log.error(
             "config reload failed; keeping the running config",
@@ -238,6 +239,24 @@ class Exporter:
             rows="\n".join(rows) or '<tr><td colspan="5">no accounts configured</td></tr>',
         )
         return web.Response(text=page, content_type="text/html")
+
+
+def _attempt(load: Callable[[], T] | None, problems: list[str]) -> T | None:
+    """What `load` returns, or None with its problems added.
+
+    Anything else it raises is a failed reload too: the running config stays, and
+    `apibalance_config_last_reload_successful` says so (a bare 500 would leave it at 1).
+    """
+    if load is None:
+        return None
+    try:
+        return load()
+    except ConfigError as error:
+        problems.extend(error.lines)
+    except Exception as error:
+        log.exception("unexpected error loading a config file")
+        problems.append(f"cannot load the config: unexpected {type(error).__name__} (see the log)")
+    return None
 
 
 def scrape_timeout(request: web.Request) -> float | None:

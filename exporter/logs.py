@@ -10,28 +10,65 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 REDACTED = "<redacted>"
-# Shorter strings would redact ordinary words; real API keys are far longer.
+# A key this long is redacted wherever it appears, and so is any text that starts like it for
+# at least this many characters (an upstream echoing "abcdef12..." of a rejected key).
 MIN_SECRET_LENGTH = 6
+# Characters that continue a word: a shorter key is redacted only where it stands alone, so
+# a three-letter key does not blank out every word containing those letters.
+_WORD = r"[A-Za-z0-9_\-]"
 _secrets: set[str] = set()
+_by_prefix: dict[str, list[str]] = {}
+_short_secrets: dict[str, re.Pattern[str]] = {}
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _LEVEL_NAMES = {"WARNING": "warn", "CRITICAL": "error"}
 
 
 def register_secret(secret: str) -> None:
+    if not secret or secret in _secrets:
+        return
+    _secrets.add(secret)
     if len(secret) >= MIN_SECRET_LENGTH:
-        _secrets.add(secret)
+        _by_prefix.setdefault(secret[:MIN_SECRET_LENGTH], []).append(secret)
+    else:
+        _short_secrets[secret] = re.compile(f"(?<!{_WORD}){re.escape(secret)}(?!{_WORD})")
 
 
 def redact(text: str) -> str:
-    for secret in _secrets:
+    """`text` with every registered key, and every echoed start of one, as `<redacted>`."""
+    for prefix, secrets in _by_prefix.items():
+        if prefix in text:
+            text = _redact_prefixed(text, prefix, secrets)
+    for secret, pattern in _short_secrets.items():
         if secret in text:
-            text = text.replace(secret, REDACTED)
+            text = pattern.sub(REDACTED, text)
     return text
+
+
+def _redact_prefixed(text: str, prefix: str, secrets: list[str]) -> str:
+    parts: list[str] = []
+    start = 0
+    while (found := text.find(prefix, start)) >= 0:
+        # Redact as far as the text goes on matching the longest-matching key.
+        end = max(found + _common_length(text, found, secret) for secret in secrets)
+        parts.append(text[start:found])
+        parts.append(REDACTED)
+        start = end
+    parts.append(text[start:])
+    return "".join(parts)
+
+
+def _common_length(text: str, at: int, secret: str) -> int:
+    length = 0
+    limit = min(len(secret), len(text) - at)
+    while length < limit and text[at + length] == secret[length]:
+        length += 1
+    return length
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -333,3 +333,22 @@ async def test_a_failed_reload_never_shows_the_keys(
     assert "unknown provider 'datalabz'" in text
     assert CANARY not in text
     assert all(CANARY not in line for line in captured_logs.text)
+
+
+async def test_a_reload_answer_is_redacted_like_the_log(
+    simulator: Simulator, make_exporter: ExporterFactory, captured_logs: Capture
+) -> None:
+    # The running key pasted into api_key_env by mistake: the loader's message names the
+    # variable, which is the key. Neither the log nor the answer may show it.
+    key = "PASTED_KEY_4f2a9c71"
+    simulator.add("datalabs", SimAccount(key))
+    running = account("pasted", "datalabs", key, simulator.base_url("datalabs"))
+    _, client = await make_exporter({"accounts": [running]})
+    mistaken = {k: v for k, v in running.items() if k != "api_key"} | {"api_key_env": key}
+    write_config(make_exporter.tmp_path, {"accounts": [mistaken]})
+    response = await client.post("/-/reload")
+    assert response.status == 500
+    text = await response.text()
+    assert f"environment variable {logs.REDACTED} is not set" in text
+    assert key not in text
+    assert all(key not in line for line in captured_logs.text)

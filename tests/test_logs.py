@@ -102,3 +102,15 @@ async def test_one_warning_per_failed_collection(
     )
     assert "cause=" in warnings[0]
     assert key not in "\n".join(logfmt.lines)
+
+
+def test_an_echoed_start_of_a_key_is_redacted() -> None:
+    logs.register_secret("prefixkey-9b7e3d51a0")
+    assert logs.redact("rejected key 'prefixkey-9b7…'") == f"rejected key '{logs.REDACTED}…'"
+    assert logs.redact("key prefix… is wrong") == "key prefix… is wrong"  # under six characters
+
+
+def test_a_short_key_is_redacted_where_it_stands_alone() -> None:
+    logs.register_secret("q7z")
+    assert logs.redact("key q7z refused") == f"key {logs.REDACTED} refused"
+    assert logs.redact("account q7zone") == "account q7zone"
