@@ -9,8 +9,12 @@ A scrape asks each account for an outcome:
 * otherwise the scrape joins the account's in-flight collection, or starts one.
 
 The in-flight collection is bounded by the account's `timeout`. Each scrape waits for it only
-within its own budget (SPEC.md); when the last waiting scrape gives up, the collection is
-cancelled, so no upstream request outlives the scrapes that asked for it.
+within its own budget. A scrape that gives up (its budget ran out, or its client went away)
+sees a timeout of its own; the collection goes on, within the account's `timeout`, and its
+outcome is the one recorded, counted and reused by later scrapes. The budget comes from a
+header any client may send: were a scrape's own timeout recorded as the account's outcome,
+one client sending a tiny budget would have every other scraper served that failure for the
+whole minimum interval, and would set the upstream asked once per scrape.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ AUTH_BACKOFF_BASE = 60.0
 AUTH_BACKOFF_CAP = 15 * 60.0
 # Prometheus needs time to receive and store the answer after the exporter has it.
 SCRAPE_TIMEOUT_MARGIN = 0.5
+# The least a scrape waits for an account (unless the account's own timeout is shorter): a
+# header asking for less gets this much, a chance for any upstream to answer.
+MIN_SCRAPE_BUDGET = 0.5
+# A scrape allowed the account's whole timeout waits this much longer for the collection to
+# end by its own deadline, so it shows (and counts) the collection's outcome, not its own.
+COLLECTION_DEADLINE_GRACE = 0.2
 
 
 class Clock(Protocol):
@@ -86,7 +96,7 @@ def scrape_budget(account_timeout: float, scrape_timeout: float | None) -> float
     if scrape_timeout is None or not math.isfinite(scrape_timeout) or scrape_timeout <= 0:
         return account_timeout
     # Below 1 s, leaving a fixed 0.5 s would leave nothing; leave half instead.
-    usable = max(scrape_timeout - SCRAPE_TIMEOUT_MARGIN, scrape_timeout / 2)
+    usable = max(scrape_timeout - SCRAPE_TIMEOUT_MARGIN, scrape_timeout / 2, MIN_SCRAPE_BUDGET)
     return min(account_timeout, usable)
 
 
@@ -102,7 +112,6 @@ class AccountState:
         self.auth_failures = 0
         self.currency = account.currency
         self._inflight: asyncio.Task[Outcome] | None = None
-        self._waiters = 0
 
     def monotonic(self) -> float:
         return self._clock.monotonic()
@@ -130,7 +139,8 @@ class AccountState:
 
     def join(self) -> Outcome | asyncio.Task[Outcome]:
         """The outcome to reuse, or the in-flight collection (started if need be), which the
-        caller waits for and then `leave`s."""
+        caller waits for and then `leave`s. A scrape cancelled meanwhile (its client went
+        away) just stops waiting."""
         reused = self.reusable()
         if reused is not None:
             return reused
@@ -138,36 +148,18 @@ class AccountState:
         if task is None:
             task = asyncio.get_running_loop().create_task(self._collect())
             self._inflight = task
-        self._waiters += 1
         return task
 
     def leave(self, task: asyncio.Task[Outcome], budget: float, started: float) -> Outcome:
-        """Stop waiting for `task`: its outcome, or this scrape's timeout if it is not done."""
-        self._waiters -= 1
+        """Stop waiting for `task`: its outcome, or this scrape's timeout if it is not done.
+
+        A scrape's timeout is its own: the collection goes on for the others and for later
+        scrapes, and only its outcome is recorded (see the module docstring).
+        """
         if task.done() and not task.cancelled():
             return task.result()
         error = CollectError(Reason.TIMEOUT, f"no answer within the {budget:.3g}s budget")
-        outcome = self._outcome(None, error, started)
-        if self._waiters == 0 and self._inflight is task:
-            # The last scrape waiting gives up: the collection ends here, as this timeout,
-            # counted in this scrape. With others still waiting it goes on for them.
-            self._abandon(task, outcome)
-        return outcome
-
-    def walk_away(self, task: asyncio.Task[Outcome], started: float) -> None:
-        """Stop waiting for `task` without an outcome (the scrape itself was cancelled)."""
-        self._waiters -= 1
-        if self._waiters == 0 and self._inflight is task:
-            # Every waiting scrape went away (clients disconnected, shutdown).
-            self._abandon(task, self._outcome(None, _abandoned(), started))
-
-    def _abandon(self, task: asyncio.Task[Outcome], outcome: Outcome) -> None:
-        """Cancel a collection nobody waits for, and record how it ended."""
-        task.cancel()
-        # Forget it now, not when it has processed the cancellation: a scrape that arrives
-        # meanwhile must start a collection, not join one that is dying.
-        self._inflight = None
-        self._record(outcome)
+        return self._outcome(None, error, started)
 
     async def _collect(self) -> Outcome:
         account = self.account
@@ -249,10 +241,6 @@ class AccountState:
         return {"account": self.account.name, "provider": self.account.provider_type, **more}
 
 
-def _abandoned() -> CollectError:
-    return CollectError(Reason.TIMEOUT, "abandoned: no scrape waits for the answer any more")
-
-
 async def observe_all(states: Sequence[AccountState], budgets: Sequence[float]) -> list[Outcome]:
     """Wait for the collections of these accounts, each within its own budget.
 
@@ -269,18 +257,16 @@ async def observe_all(states: Sequence[AccountState], budgets: Sequence[float]) 
             waiting[i] = (joined, state.monotonic())
     loop = asyncio.get_running_loop()
     start = loop.time()
-    try:
-        for budget in sorted({budgets[i] for i in waiting}):
-            timeout = start + budget - loop.time()
-            pending = {task for task, _ in waiting.values() if not task.done()}
-            if pending and timeout > 0:
-                await asyncio.wait(pending, timeout=timeout)
-            for i in [i for i, (task, _) in waiting.items() if task.done() or budgets[i] <= budget]:
-                task, started = waiting.pop(i)
-                outcomes[i] = states[i].leave(task, budgets[i], started)
-    finally:
-        for i, (task, started) in waiting.items():
-            states[i].walk_away(task, started)
+    for budget in sorted({budgets[i] for i in waiting}):
+        timeout = start + budget - loop.time()
+        if any(budget >= states[i].account.timeout for i in waiting if budgets[i] == budget):
+            timeout += COLLECTION_DEADLINE_GRACE
+        pending = {task for task, _ in waiting.values() if not task.done()}
+        if pending and timeout > 0:
+            await asyncio.wait(pending, timeout=timeout)
+        for i in [i for i, (task, _) in waiting.items() if task.done() or budgets[i] <= budget]:
+            task, started = waiting.pop(i)
+            outcomes[i] = states[i].leave(task, budgets[i], started)
     return [outcome for outcome in outcomes if outcome is not None]
 
 

@@ -26,6 +26,7 @@ from exporter.simulator import (
     Fault,
     SimAccount,
     Simulator,
+    delay,
     endless_body,
     hang,
     huge_body,
@@ -219,7 +220,10 @@ async def test_fault(
             fault = redirect(str(elsewhere.make_url("/steal")))
         simulator.add(family, SimAccount(CANARY, chaos=[(1.0, fault)]))
         base_url = simulator.base_url(family)
-    accounts.append(account("faulty", family, CANARY, base_url, cache_ttl="0s"))
+    # A scrape's own budget running out is not the account's outcome; the account's timeout,
+    # within the budget here, is (README "How collection behaves").
+    timeout = {"timeout": "1s"} if case.reason is Reason.TIMEOUT else {}
+    accounts.append(account("faulty", family, CANARY, base_url, cache_ttl="0s", **timeout))
     _, client = await make_exporter({"accounts": accounts})
     headers = {"X-Prometheus-Scrape-Timeout-Seconds": str(SCRAPE_TIMEOUT)}
     answers: list[str] = []
@@ -352,3 +356,39 @@ async def test_a_reload_answer_is_redacted_like_the_log(
     assert f"environment variable {logs.REDACTED} is not set" in text
     assert key not in text
     assert all(key not in line for line in captured_logs.text)
+
+
+async def test_a_scrape_giving_up_early_hides_nothing_from_other_scrapers(
+    simulator: Simulator, make_exporter: ExporterFactory
+) -> None:
+    """Any client may send a tiny scrape timeout: its scrape times out, no one else's does.
+
+    Anti-Captcha is asked at most once per 30 s, and within that the last outcome is reused:
+    were the impatient scrape's timeout recorded, every scraper would be served `up 0` for 30 s.
+    """
+    simulator.add(
+        "anticaptcha", SimAccount("impatient-key", balance=7.5, chaos=[(1.0, delay(1.0))])
+    )
+    accounts = [account("ac", "anticaptcha", "impatient-key", simulator.base_url("anticaptcha"))]
+    _, client = await make_exporter({"accounts": accounts})
+    impatient = {"X-Prometheus-Scrape-Timeout-Seconds": "0.001"}
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = samples(await (await client.get("/metrics", headers=impatient)).text())
+    # The budget has a floor: the impatient scrape still waited a while for an answer.
+    assert loop.time() - started >= 0.45
+    assert value(first, "apibalance_up", provider="anticaptcha", account="ac") == 0.0
+
+    # Prometheus, scraping right after, gets the balance of the same (only) upstream request.
+    found = samples(await (await client.get("/metrics")).text())
+    assert value(found, "apibalance_up", provider="anticaptcha", account="ac") == 1.0
+    assert value(found, "apibalance_balance_usd", provider="anticaptcha", account="ac") == 7.5
+    assert not [k for k, v in found.items() if k[0] == "apibalance_collect_errors_total" and v]
+
+    # And the impatient client, scraping again within the minimum interval, changes nothing.
+    for _ in range(3):
+        await client.get("/metrics", headers=impatient)
+    found = samples(await (await client.get("/metrics")).text())
+    assert value(found, "apibalance_up", provider="anticaptcha", account="ac") == 1.0
+    assert simulator.calls[("anticaptcha", "impatient-key")] == 1
