@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
@@ -27,6 +28,18 @@ from grafana_foundation_sdk.models import prometheus as prom
 PanelBuilder = Builder[model.Panel]
 OUTPUT = Path(__file__).parent / "dashboards" / "apibalance-overview.json"
 UID = "apibalance-overview"
+# Importing through Grafana's UI asks for this input and writes the chosen data source's uid
+# wherever `${DS_PROMETHEUS}` stands: here only the data source variable's default, so
+# provisioning (which knows no inputs) falls back to the default Prometheus data source.
+DATASOURCE_INPUT = "DS_PROMETHEUS"
+# The Grafana release the pinned grafana-foundation-sdk models.
+GRAFANA_VERSION = "10.1.0"
+PANEL_PLUGIN_NAMES = {
+    "stat": "Stat",
+    "status-history": "Status history",
+    "table": "Table",
+    "timeseries": "Time series",
+}
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 # Every per-account query is narrowed by the template variables.
 SEL = 'job=~"$job",provider=~"$provider",account=~"$account"'
@@ -449,8 +462,38 @@ def build() -> db.Dashboard:
     return dashboard
 
 
+def shareable(dashboard: dict[str, Any]) -> dict[str, Any]:
+    """The envelope of a dashboard exported "for sharing externally": `__inputs` names the
+    data source the import asks for, `__requires` the Grafana, data source and panel plugins."""
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "datasource":
+            placeholder = f"${{{DATASOURCE_INPUT}}}"
+            variable["current"] = {"selected": False, "text": placeholder, "value": placeholder}
+    panel_types = sorted({panel["type"] for panel in dashboard["panels"]} - {"row"})
+    requires = [
+        {"type": "grafana", "id": "grafana", "name": "Grafana", "version": GRAFANA_VERSION},
+        {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+        *(
+            {"type": "panel", "id": kind, "name": PANEL_PLUGIN_NAMES[kind], "version": ""}
+            for kind in panel_types
+        ),
+    ]
+    inputs = [
+        {
+            "name": DATASOURCE_INPUT,
+            "label": "Prometheus",
+            "description": "The Prometheus that scrapes apibalance-exporter",
+            "type": "datasource",
+            "pluginId": "prometheus",
+            "pluginName": "Prometheus",
+        }
+    ]
+    return {"__inputs": inputs, "__requires": requires, **dashboard}
+
+
 def render() -> str:
-    return json.dumps(build().build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+    dashboard = json.loads(json.dumps(build().build(), cls=JSONEncoder))
+    return json.dumps(shareable(dashboard), indent=2, sort_keys=True) + "\n"
 
 
 def main(argv: list[str]) -> int:

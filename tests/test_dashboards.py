@@ -134,3 +134,31 @@ def test_provisioning_points_at_the_dashboards() -> None:
     assert datasource["datasources"][0]["type"] == "prometheus"
     provider = yaml.safe_load((ROOT / "grafana/provisioning/dashboards/apibalance.yml").read_text())
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_importing_through_the_ui_asks_for_the_prometheus_data_source() -> None:
+    """Grafana's import writes the chosen data source's uid over every `${<input>}`: the
+    data source variable then defaults to it; panels keep following the variable."""
+    data = dashboard()
+    [wanted] = data["__inputs"]
+    assert wanted["type"] == "datasource"
+    assert wanted["pluginId"] == "prometheus"
+    placeholder = "${" + wanted["name"] + "}"
+    imported = json.loads(json.dumps(data).replace(placeholder, "chosen-prometheus"))
+    variables = {v["name"]: v for v in imported["templating"]["list"]}
+    assert variables["datasource"]["current"]["value"] == "chosen-prometheus"
+    requires = {(r["type"], r["id"]) for r in data["__requires"]}
+    assert {("grafana", "grafana"), ("datasource", "prometheus")} <= requires
+    assert {("panel", p["type"]) for p in panels()} <= requires
+
+
+def test_provisioning_needs_no_import_input() -> None:
+    """Provisioning substitutes no inputs: nothing but the variable's default may name one,
+    or a panel would look for a data source called `${DS_PROMETHEUS}`."""
+    [wanted] = dashboard()["__inputs"]
+    placeholder = "${" + wanted["name"] + "}"
+    for panel in dashboard()["panels"]:
+        assert placeholder not in json.dumps(panel), panel["title"]
+    for variable in dashboard()["templating"]["list"]:
+        without_default = {k: v for k, v in variable.items() if k != "current"}
+        assert placeholder not in json.dumps(without_default), variable["name"]

@@ -35,6 +35,7 @@ EXTERNAL = {
     "journalctl": "needs systemd and root on the host it is installed on",
     "curl": "asks an exporter that is running",
     "pipx": "installs from a package index",
+    "install": "copies files into system directories, as root",
 }
 # Debian tools `make test` installs (Makefile TEST_PACKAGES).
 TEST_TOOLS = {"promtool", "amtool"}
@@ -175,6 +176,8 @@ def command_problems(command: Command, on_path: bool) -> list[str]:
             words = words[1:]  # VAR=value prefixes
         if words and words[0] == "sudo":
             words = words[1:]
+            while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+                words = words[1:]  # sudo VAR=value program
         if not words:
             continue
         program, args = words[0], words[1:]
