@@ -3,7 +3,9 @@
 A `Simulator` on loopback plays each provider; the demo config points one always-healthy
 account per type at it, plus accounts that show what trouble looks like: one below its
 low-balance threshold and burning fast (low-balance and forecast alerts), and two that fail
-now and then with the errors real providers give (a 502 page from a proxy, a 429).
+now and then with the errors real providers give (a 502 page from a proxy, a 429). Two
+accounts are billed in other currencies, both under their thresholds: one in roubles by its
+config, one in euros as its answers say.
 """
 
 from __future__ import annotations
@@ -131,6 +133,33 @@ def demo_accounts() -> list[DemoAccount]:
                     "headers": {"Authorization": "Bearer {api_key}"},
                 },
                 "values": {"balance_usd": "data.balance"},
+                "error": "errors[0].code",
+            },
+            api="telnyx",
+        ),
+        DemoAccount(
+            "sms-ru",
+            "http_json",
+            SimAccount(key("sms-ru"), balance=420.0, burn_per_hour=3.0),
+            {
+                "currency": "RUB",
+                "low_balance": 500,
+                "request": {"url": "/balance", "headers": {"X-Api-Key": "{api_key}"}},
+                "values": {"balance": "balance"},
+            },
+            api="json",
+        ),
+        DemoAccount(
+            "voice-eu",
+            "http_json",
+            SimAccount(key("voice-eu"), balance=12.5, burn_per_hour=0.1, currency="EUR"),
+            {
+                "low_balance": 15,
+                "request": {
+                    "url": "/v2/balance",
+                    "headers": {"Authorization": "Bearer {api_key}"},
+                },
+                "values": {"balance": "data.balance", "currency": "data.currency"},
                 "error": "errors[0].code",
             },
             api="telnyx",

@@ -178,6 +178,8 @@ class SimAccount:
     burn_per_hour: float = 0.0
     topup_below: float = 0.0
     topup_amount: float = 0.0
+    # the currency of the account, for the APIs that say it (Telnyx)
+    currency: str = "USD"
     # anticaptcha
     captcha_credits: int | None = None
     spending: list[dict[str, Any]] | None = None  # fixed getSpendingStats records
@@ -544,7 +546,7 @@ def _telnyx_balance(simulator: Simulator, account: SimAccount) -> Any:
             "balance": f"{balance:.2f}",
             "credit_limit": "100.00",
             "available_credit": f"{balance + 100:.2f}",
-            "currency": "USD",
+            "currency": account.currency,
         }
     }
 

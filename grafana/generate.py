@@ -3,9 +3,12 @@
     python grafana/generate.py           # write grafana/dashboards/apibalance-overview.json
     python grafana/generate.py --check   # exit 1 if the committed JSON differs from this code
 
-Thresholds match the alerts in alerts/rules/: a balance under its low_balance_usd threshold is
+Thresholds match the alerts in alerts/rules/: a balance under its low-balance threshold is
 orange (ApiBalanceLow), under a quarter of it red (ApiBalanceNearlyEmpty); fewer than 24 hours
 left is orange, fewer than 4 red (ApiBalanceRunsOutWithin24h and ...4h).
+
+Money is shown in each account's own currency, from the recorded all-currency series, and is
+only ever summed by currency: totals are one value per currency present.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
@@ -26,6 +29,7 @@ from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models import prometheus as prom
 
 PanelBuilder = Builder[model.Panel]
+PanelT = TypeVar("PanelT", stat.Panel, timeseries.Panel)
 OUTPUT = Path(__file__).parent / "dashboards" / "apibalance-overview.json"
 UID = "apibalance-overview"
 # Importing through Grafana's UI asks for this input and writes the chosen data source's uid
@@ -47,6 +51,23 @@ ACCOUNT_LEGEND = "{{provider}} / {{account}}"
 
 USD = "currencyUSD"
 HOURS = "h"
+# Money in a panel that may hold several currencies: a plain number, and the currency's own
+# unit for those Grafana knows (matched on the series' display name, which ends in the code).
+MONEY = "none"
+GRAFANA_CURRENCIES = ("USD", "EUR", "GBP", "JPY", "RUB", "INR", "BRL", "CHF", "PLN")
+ALL_BALANCES = f"provider_account:apibalance_balance:all_currencies{{{SEL}}}"
+ALL_THRESHOLDS = f"provider_account:apibalance_low_balance_threshold:all_currencies{{{SEL}}}"
+CURRENCY_LEGEND = ACCOUNT_LEGEND + " ({{currency}})"
+
+
+def currency_units(panel: PanelT, name_pattern: str) -> PanelT:
+    """Each currency Grafana knows gets its unit: `name_pattern` % code matches its series."""
+    for code in GRAFANA_CURRENCIES:
+        panel.override_by_regexp(
+            name_pattern % code,
+            [model.DynamicConfigValue(id_val="unit", value=f"currency{code}")],
+        )
+    return panel
 
 
 def query(expr: str, legend: str = ACCOUNT_LEGEND, ref: str = "A") -> prometheus.Dataquery:
@@ -99,7 +120,7 @@ def series(title: str, unit: str, description: str) -> timeseries.Panel:
     )
 
 
-def single(title: str, unit: str, description: str, expr: str) -> stat.Panel:
+def single(title: str, unit: str, description: str, expr: str, legend: str = "") -> stat.Panel:
     return (
         stat.Panel()
         .title(title)
@@ -108,25 +129,36 @@ def single(title: str, unit: str, description: str, expr: str) -> stat.Panel:
         .unit(unit)
         .height(4)
         .span(6)
-        .with_target(query(expr, legend=""))
+        .with_target(query(expr, legend=legend))
         .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))
     )
 
 
+def per_currency(title: str, description: str, expr: str) -> stat.Panel:
+    """A stat of one value per currency, each named by its code."""
+    panel = (
+        single(title, MONEY, description, expr, legend="{{currency}}")
+        .thresholds(steps((None, "blue")))
+        .decimals(2)
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+    )
+    return currency_units(panel, "^%s$")
+
+
 def overview_stats() -> list[PanelBuilder]:
     return [
-        single(
+        per_currency(
             "Money left",
-            USD,
-            "Total balance of the selected accounts, in USD.",
-            f"sum(apibalance_balance_usd{{{SEL}}})",
-        ).thresholds(steps((None, "blue"))),
-        single(
+            "Total balance of the selected accounts, one value per currency (amounts in "
+            "different currencies are never added).",
+            f"sum by (currency) ({ALL_BALANCES})",
+        ),
+        per_currency(
             "Spend per hour",
-            USD,
-            "Total money spent per hour over the last hour (balance decreases; top-ups excluded).",
-            f"sum(provider_account:apibalance_spend_usd_per_hour:1h{{{SEL}}})",
-        ).thresholds(steps((None, "blue"))),
+            "Total money spent per hour over the last hour, one value per currency "
+            "(balance decreases; top-ups excluded).",
+            f"sum by (currency) (provider_account:apibalance_spend_per_hour:1h{{{SEL}}})",
+        ),
         single(
             "First account empty in",
             HOURS,
@@ -150,29 +182,38 @@ def accounts_table() -> table.Panel:
         "Value #D": "Status",
         "Value #E": "Last success",
         "Value #F": "Balance / threshold",
+        "currency": "Currency",
     }
     return (
         table.Panel()
         .title("Accounts")
         .description(
-            "One row per account: balance, burn rate of the last hour, time until empty at the "
-            "6-hour burn rate, status of the last collection, last success, and balance as a "
-            "multiple of the account's low_balance_usd (orange below 1, red below 0.25)."
+            "One row per account: balance and burn rate of the last hour in the account's "
+            "currency, time until empty at the 6-hour burn rate, status of the last "
+            "collection, last success, and balance as a multiple of the account's low-balance "
+            "threshold (orange below 1, red below 0.25)."
         )
         .datasource(DATASOURCE)
         .height(9)
         .span(24)
-        .with_target(table_query(f"apibalance_balance_usd{{{SEL}}}", "A"))
+        .with_target(table_query(ALL_BALANCES, "A"))
+        .with_target(table_query(f"provider_account:apibalance_spend_per_hour:1h{{{SEL}}}", "B"))
         .with_target(
-            table_query(f"provider_account:apibalance_spend_usd_per_hour:1h{{{SEL}}}", "B")
+            table_query(
+                # USD accounts' hours carry no currency label; give them theirs, so the row
+                # of an account is merged on the same currency in every query that has one.
+                "label_replace(provider_account:apibalance_hours_until_empty:6h{"
+                + SEL
+                + '}, "currency", "USD", "currency", "")',
+                "C",
+            )
         )
-        .with_target(table_query(f"provider_account:apibalance_hours_until_empty:6h{{{SEL}}}", "C"))
         .with_target(table_query(f"apibalance_up{{{SEL}}}", "D"))
         .with_target(table_query(f"apibalance_last_success_timestamp_seconds{{{SEL}}} * 1000", "E"))
         .with_target(
             table_query(
-                f"apibalance_balance_usd{{{SEL}}} / on (job, instance, provider, account) "
-                f"apibalance_low_balance_threshold_usd{{{SEL}}}",
+                f"{ALL_BALANCES} / on (job, instance, provider, account, currency) "
+                f"{ALL_THRESHOLDS}",
                 "F",
             )
         )
@@ -182,13 +223,14 @@ def accounts_table() -> table.Panel:
                 id_val="organize",
                 options={
                     "excludeByName": {"Time": True, "job": True, "instance": True},
-                    "indexByName": {"provider": 0, "account": 1},
+                    "indexByName": {"provider": 0, "account": 1, "Value #A": 2, "currency": 3},
                     "renameByName": rename,
                 },
             )
         )
-        .override_by_name("Balance", [model.DynamicConfigValue(id_val="unit", value=USD)])
-        .override_by_name("Burn rate / h", [model.DynamicConfigValue(id_val="unit", value=USD)])
+        # Each row's money is in the currency beside it: a plain number, not a $ amount.
+        .override_by_name("Balance", [model.DynamicConfigValue(id_val="decimals", value=2)])
+        .override_by_name("Burn rate / h", [model.DynamicConfigValue(id_val="decimals", value=2)])
         .override_by_name(
             "Empty in",
             [
@@ -224,15 +266,16 @@ def accounts_table() -> table.Panel:
 
 def balance_panels() -> list[PanelBuilder]:
     return [
-        series("Balance", USD, "Money left per account, with its low_balance_usd threshold dashed.")
-        .with_target(query(f"apibalance_balance_usd{{{SEL}}}"))
-        .with_target(
-            query(
-                f"apibalance_low_balance_threshold_usd{{{SEL}}}",
-                legend="threshold " + ACCOUNT_LEGEND,
-                ref="B",
-            )
+        currency_units(
+            series(
+                "Balance",
+                MONEY,
+                "Money left per account in its currency, with its low-balance threshold dashed.",
+            ),
+            r".*\(%s\)$",
         )
+        .with_target(query(ALL_BALANCES, legend=CURRENCY_LEGEND))
+        .with_target(query(ALL_THRESHOLDS, legend="threshold " + CURRENCY_LEGEND, ref="B"))
         .override_by_regexp(
             "threshold .*",
             [
@@ -242,22 +285,26 @@ def balance_panels() -> list[PanelBuilder]:
                 model.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
             ],
         ),
-        series(
-            "Burn rate",
-            USD,
-            "Money spent per hour: the last hour, and the 6-hour average the forecast uses. "
-            "Top-ups are payments, not negative spend, and do not lower it.",
+        currency_units(
+            series(
+                "Burn rate",
+                MONEY,
+                "Money spent per hour in each account's currency: the last hour, and the "
+                "6-hour average the forecast uses. Top-ups are payments, not negative spend, "
+                "and do not lower it.",
+            ),
+            r".*\(%s\)$",
         )
         .with_target(
             query(
-                f"provider_account:apibalance_spend_usd_per_hour:1h{{{SEL}}}",
-                legend="1h " + ACCOUNT_LEGEND,
+                f"provider_account:apibalance_spend_per_hour:1h{{{SEL}}}",
+                legend="1h " + CURRENCY_LEGEND,
             )
         )
         .with_target(
             query(
-                f"provider_account:apibalance_spend_usd_per_hour:6h{{{SEL}}}",
-                legend="6h " + ACCOUNT_LEGEND,
+                f"provider_account:apibalance_spend_per_hour:6h{{{SEL}}}",
+                legend="6h " + CURRENCY_LEGEND,
                 ref="B",
             )
         ),
@@ -271,16 +318,20 @@ def balance_panels() -> list[PanelBuilder]:
         .thresholds(HOURS_LEFT_STEPS)
         .thresholds_style(cb.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.LINE))
         .axis_soft_max(48),
-        series(
-            "Balance forecast, next 24 hours",
-            USD,
-            "Where each balance will be over the next day if the 6-hour burn rate holds.",
+        currency_units(
+            series(
+                "Balance forecast, next 24 hours",
+                MONEY,
+                "Where each balance will be over the next day if the 6-hour burn rate holds, "
+                "in the account's currency.",
+            ),
+            r".*\(%s\)$",
         ).with_target(
             query(
-                f"clamp_min(apibalance_balance_usd{{{SEL}}}"
-                f" - on (job, instance, provider, account)"
-                f" provider_account:apibalance_spend_usd_per_hour:6h{{{SEL}}} * 24, 0)",
-                legend="in 24h " + ACCOUNT_LEGEND,
+                f"clamp_min({ALL_BALANCES}"
+                f" - on (job, instance, provider, account, currency)"
+                f" provider_account:apibalance_spend_per_hour:6h{{{SEL}}} * 24, 0)",
+                legend="in 24h " + CURRENCY_LEGEND,
             )
         ),
     ]

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from exporter.config import ConfigError, build_config, parse_config
+from exporter.demo import start_demo
 from exporter.engine import Engine, Snapshot
 from exporter.metrics import AccountCollector
 from exporter.model import Reason
@@ -332,3 +333,20 @@ async def test_the_readme_example_gives_the_series_shown(
     assert shown is not None
     for line in shown.group(1).splitlines():
         assert line + "\n" in text
+
+
+async def test_the_demo_has_a_rub_and_a_eur_account(upstream: Upstream) -> None:
+    simulator, config = await start_demo(Simulator(seed=0))
+    try:
+        found = samples(exposition(await Engine(config, upstream).collect()))
+    finally:
+        await simulator.stop()
+    for account, currency, threshold in (("sms-ru", "RUB", 500.0), ("voice-eu", "EUR", 15.0)):
+        ids = {"provider": "http_json", "account": account, "currency": currency}
+        balance = value(found, "apibalance_balance", **ids)
+        assert balance is not None
+        # Below the threshold: the demo's ApiBalanceLow fires for money in other currencies.
+        assert balance < threshold == value(found, "apibalance_low_balance_threshold", **ids)
+    usd = {dict(labels)["account"] for labels in series_of(found, "apibalance_balance_usd")}
+    assert "sms-gateway" in usd
+    assert not usd & {"sms-ru", "voice-eu"}

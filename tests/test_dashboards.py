@@ -81,6 +81,8 @@ def test_every_query_uses_known_series_and_the_variables() -> None:
         for family in AccountCollector([]).collect()
     } | {
         "apibalance_balance_usd",
+        "apibalance_balance",
+        "apibalance_low_balance_threshold",
         "apibalance_credits",
         "apibalance_daily_limit_remaining",
         "apibalance_daily_limit_reset_seconds",
@@ -162,3 +164,39 @@ def test_provisioning_needs_no_import_input() -> None:
     for variable in dashboard()["templating"]["list"]:
         without_default = {k: v for k, v in variable.items() if k != "current"}
         assert placeholder not in json.dumps(without_default), variable["name"]
+
+
+MONEY_SERIES = re.compile(
+    r"apibalance_balance|apibalance_low_balance_threshold|spend(_usd)?_per_hour"
+)
+
+
+def test_money_is_never_summed_across_currencies() -> None:
+    money = [(title, expr) for title, expr in panel_queries() if MONEY_SERIES.search(expr)]
+    assert money
+    for title, expr in money:
+        # The balance and burn-rate panels read every currency, from the all-currency series.
+        assert "apibalance_balance_usd" not in expr, (title, expr)
+        assert "spend_usd_per_hour" not in expr, (title, expr)
+        for aggregation in re.finditer(r"\b(sum|avg|max|min|count)\b\s*(by\s*\(([^)]*)\))?", expr):
+            assert "currency" in (aggregation.group(3) or ""), (title, expr)
+
+
+def test_totals_are_per_currency() -> None:
+    by_title = {p["title"]: p for p in panels()}
+    for title in ("Money left", "Spend per hour"):
+        [target] = by_title[title]["targets"]
+        assert target["expr"].startswith("sum by (currency) ("), target["expr"]
+        assert target["legendFormat"] == "{{currency}}"
+
+
+def test_the_accounts_table_shows_each_balance_with_its_currency() -> None:
+    table = next(p for p in panels() if p["title"] == "Accounts")
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")["options"]
+    assert organize["renameByName"]["currency"] == "Currency"
+    assert organize["indexByName"]["Value #A"] + 1 == organize["indexByName"]["currency"]
+    # Every query that has a currency gives it to every account, USD ones included, so the
+    # rows of an account merge into one.
+    for target in table["targets"]:
+        if "hours_until_empty" in target["expr"]:
+            assert '"currency", "USD", "currency", ""' in target["expr"]

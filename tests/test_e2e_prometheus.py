@@ -285,6 +285,25 @@ async def test_rules_load_alerts_reach_the_webhook_and_every_panel_has_data(
     # Healthy demo accounts well above their threshold do not fire.
     assert not env.webhook.find(alertname="ApiBalanceLow", account="anticaptcha-main")
 
+    # Money in other currencies: sms-ru (420 RUB, threshold 500 RUB, by config) and voice-eu
+    # (12.50 EUR, threshold 15, the currency from the answer) fire too, in their currency.
+    for account, currency in (("sms-ru", "RUB"), ("voice-eu", "EUR")):
+        while not env.webhook.find(alertname="ApiBalanceLow", account=account, job=JOB):
+            assert time.monotonic() < deadline, f"no ApiBalanceLow for {account}"
+            await asyncio.sleep(0.5)
+        _, alert = env.webhook.find(alertname="ApiBalanceLow", account=account, job=JOB)[0]
+        assert alert["labels"]["currency"] == currency
+        assert f" {currency} left" in alert["annotations"]["description"]
+    money = await api(
+        session,
+        f"{env.prometheus}/api/v1/query",
+        query=f'provider_account:apibalance_balance:all_currencies{{job="{JOB}"}}',
+    )
+    currencies = {r["metric"]["account"]: r["metric"]["currency"] for r in money["result"]}
+    assert currencies["sms-ru"] == "RUB"
+    assert currencies["voice-eu"] == "EUR"
+    assert currencies["capmonster-low"] == "USD"
+
     # The README's /probe job: one target per account, instance = account, that account only.
     while True:
         up = await api(session, f"{env.prometheus}/api/v1/query", query=f'up{{job="{PROBE_JOB}"}}')
