@@ -350,3 +350,20 @@ async def test_the_demo_has_a_rub_and_a_eur_account(upstream: Upstream) -> None:
     usd = {dict(labels)["account"] for labels in series_of(found, "apibalance_balance_usd")}
     assert "sms-gateway" in usd
     assert not usd & {"sms-ru", "voice-eu"}
+
+
+async def test_a_reload_that_changes_only_the_threshold_keeps_the_currency_learnt(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    sim = simulator.add("json", SimAccount(KEY, payload={"money": 9, "cur": "EUR"}))
+    settings = json_account(simulator, FROM_ANSWER, low_balance=15)
+    engine = Engine(build_config({"accounts": [settings]}, source="test"), upstream)
+    await engine.collect()
+    engine.apply(build_config({"accounts": [{**settings, "low_balance": 20}]}, source="test"))
+    sim.payload = {"money": 9, "cur": "USD"}
+    [snapshot] = await engine.collect()
+    # Still the same account asked the same way: it is in EUR, so the USD answer is refused.
+    assert snapshot.outcome.reason is Reason.INVALID_RESPONSE
+    found = samples(exposition([snapshot]))
+    ids = {"provider": "http_json", "account": "acct", "currency": "EUR"}
+    assert value(found, "apibalance_low_balance_threshold", **ids) == 20.0
