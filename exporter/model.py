@@ -91,7 +91,10 @@ def finite_number(value: object, what: str, *, minimum: float | None = 0.0) -> f
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise CollectError(Reason.INVALID_RESPONSE, f"{what} is not a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        number = math.inf
     if not math.isfinite(number):
         raise CollectError(Reason.INVALID_RESPONSE, f"{what} is not a finite number")
     if minimum is not None and number < minimum:

@@ -77,6 +77,11 @@ class Answer:
             raise CollectError(
                 Reason.INVALID_RESPONSE, f"HTTP {self.status} body is {kind}"
             ) from None
+        except RecursionError:
+            # The decoder recurses per level; no balance answer nests hundreds deep.
+            raise CollectError(
+                Reason.INVALID_RESPONSE, f"HTTP {self.status} body is JSON nested too deeply"
+            ) from None
 
     def json_or_none(self) -> Any:
         try:

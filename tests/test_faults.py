@@ -58,6 +58,7 @@ BAD_NUMBERS = {
     "infinity": ("Infinity", '"Infinity"'),
     "string number": ('"12.5"', "12.5"),  # the undocumented type for each family
     "huge exponent": ("1e999", '"1e999"'),
+    "400-digit number": ("9" * 400, '"' + "9" * 400 + '"'),
 }
 
 
@@ -103,6 +104,11 @@ CASES = [
     ),
     Case("wrong shape", Reason.INVALID_RESPONSE, lambda f: respond(200, {"unexpected": [1, 2]})),
     *(Case(name, Reason.INVALID_RESPONSE, partial(with_number, name)) for name in BAD_NUMBERS),
+    Case(
+        "100,000-deep JSON",
+        Reason.INVALID_RESPONSE,
+        lambda f: respond(200, b"[" * 100_000 + b"]" * 100_000, content_type="application/json"),
+    ),
     Case("64 MiB body", Reason.INVALID_RESPONSE, lambda f: huge_body()),
     Case("64 MiB announced", Reason.INVALID_RESPONSE, lambda f: huge_body(declare_length=True)),
     Case("endless body", Reason.INVALID_RESPONSE, lambda f: endless_body()),
@@ -281,6 +287,14 @@ async def test_fault(
     for text in [*answers, *captured_logs.text]:
         assert CANARY not in text
     assert elsewhere.app[SEEN] == []
+    # A bad answer is one warning line with its reason, never an error with a traceback.
+    exporter_lines = [line for line in captured_logs.text if " logger=exporter" in line]
+    assert [line for line in exporter_lines if "level=error" in line] == []
+    assert any(
+        "account=faulty" in line and f"reason={case.reason.value}" in line
+        for line in exporter_lines
+        if "level=warn" in line
+    )
 
 
 async def test_promtool_accepts_the_exposition_during_every_fault_at_once(
