@@ -511,6 +511,41 @@ async def test_an_expression_that_fails_on_the_answer(
     )
 
 
+@pytest.mark.parametrize(
+    "expression",
+    ["[@,@][]" * 21, " | ".join(["[@,@][]"] * 21), " | ".join(["{a: @, b: @}"] * 11)],
+    ids=["chained", "piped", "objects"],
+)
+def test_an_expression_that_multiplies_its_input_is_refused(expression: str) -> None:
+    text = variant("balance_usd: data.balance", f"balance_usd: 'length({expression})'")
+    [line] = problems_of(text)
+    assert line.startswith("cfg.yml:9: accounts[0].values.balance_usd: the multi-selects ")
+    assert line.endswith("times; at most 1000 is allowed")
+
+
+async def test_reading_an_answer_has_a_bounded_cost(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    # Each expression is cheap; together, on a long answer, they would hold the event loop.
+    expression = "length(items[*].[@, @][])"
+    settings = json_account(
+        simulator,
+        values={
+            "balance_usd": expression,
+            "credits": [{"credit_type": "sms", "pool": "one_time", "path": expression}],
+        },
+    )
+    short = await collect(simulator, upstream, settings, payload={"items": [1] * 1000})
+    assert short.outcome.reading is not None
+    assert short.outcome.reading.balance_usd == 2000.0
+    long = await collect(simulator, upstream, settings, payload={"items": [1] * 5000})
+    assert long.outcome.reason is Reason.INVALID_RESPONSE
+    assert long.outcome.error is not None
+    assert long.outcome.error.cause == (
+        "values.credits[0]: reading this answer takes more than 100000 steps"
+    )
+
+
 # -- errors -----------------------------------------------------------------------------
 
 

@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
 import jmespath
 from jmespath import exceptions as jmespath_errors
 from jmespath.functions import Functions
 from jmespath.parser import ParsedResult
+from jmespath.visitor import TreeInterpreter
 from pydantic import (
     AfterValidator,
     Field,
@@ -61,6 +62,9 @@ from exporter.providers.base import Provider, status_error
 from exporter.settings import USD, AccountSettings, LabelValue, Strict
 from exporter.upstream import AccountHttp, Answer
 
+if TYPE_CHECKING:
+    from jmespath.visitor import _TreeNode
+
 PLACEHOLDER = "{api_key}"
 MAX_EXPRESSION_CHARS = 1000
 MAX_CREDITS = 50
@@ -73,6 +77,14 @@ _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 _HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e\t]*$")
 _CURRENCY_IN_ANSWER_RE = re.compile(r"[A-Za-z]{3}")
 _FUNCTIONS: dict[str, Any] = Functions.FUNCTION_TABLE
+# `[a, b]` and `{x: a, y: b}` copy their input once per item; nested or chained, the copies
+# multiply (`[@,@][]` twenty times over is a million values from one). An expression whose
+# items multiply past this is refused at load.
+MAX_FAN_OUT = 1000
+# Work the expressions may do on one answer, in steps (a node visited, or a value put into a
+# new list, object or string), so that no answer and config together can hold the event loop
+# for long: some 50 ms at most, where reading a balance takes a few hundred steps.
+MAX_EVALUATION_STEPS = 100_000
 
 
 # -- JMESPath ---------------------------------------------------------------------------
@@ -104,7 +116,42 @@ def compile_expression(text: str) -> ParsedResult:
     except jmespath_errors.JMESPathError:
         raise ValueError("not a valid JMESPath expression") from None
     _check_functions(parsed.parsed)
+    fan_out = _fan_out(parsed.parsed)
+    if fan_out > MAX_FAN_OUT:
+        raise ValueError(
+            f"the multi-selects ([a, b] or {{x: a, y: b}}) multiply each value up to {fan_out} "
+            f"times; at most {MAX_FAN_OUT} is allowed"
+        )
     return parsed
+
+
+def _fan_out(node: Any) -> int:
+    """How many times over, at most, the expression's multi-selects repeat a value."""
+    if not isinstance(node, dict):
+        return 1
+    fan_outs = [_fan_out(child) for child in node.get("children") or []]
+    if node.get("type") in _SEQUENCES:
+        # Each step works on every value the step before made.
+        product = 1
+        for fan_out in fan_outs:
+            product *= fan_out
+        return product
+    # A multi-select makes one copy per item, a function one result from its arguments.
+    return max(sum(fan_outs), 1)
+
+
+# Nodes whose children run one after the other, each on the previous one's output.
+_SEQUENCES = frozenset(
+    {
+        "subexpression",
+        "pipe",
+        "projection",
+        "value_projection",
+        "filter_projection",
+        "flatten",
+        "index_expression",
+    }
+)
 
 
 def _check_functions(node: Any) -> None:
@@ -404,9 +451,10 @@ class HttpJson(Provider):
         if not self._ok(answer.status):
             raise self._refusal(answer)
         body = answer.json()
-        if self._error is not None and _search(self._error, body, "error") is not None:
+        budget = Budget()
+        if self._error is not None and _search(self._error, body, "error", budget) is not None:
             raise CollectError(Reason.PROVIDER_ERROR, "error field set")
-        return self._read(body)
+        return self._read(body, budget)
 
     def _ok(self, status: int) -> bool:
         if self.config.ok_status is None:
@@ -418,24 +466,26 @@ class HttpJson(Provider):
         if self._error is not None and 400 <= answer.status < 500:
             body = answer.json_or_none()
             try:
-                flagged = body is not None and _search(self._error, body, "error") is not None
+                flagged = (
+                    body is not None and _search(self._error, body, "error", Budget()) is not None
+                )
             except CollectError:
                 flagged = False
             if flagged:
                 return CollectError(Reason.PROVIDER_ERROR, f"HTTP {answer.status}, error field set")
         return status_error(answer)
 
-    def _read(self, body: Any) -> Reading:
+    def _read(self, body: Any, budget: Budget) -> Reading:
         found: dict[str, float] = {}
         for name, expression, minimum in self._scalars:
             what = f"values.{name}"
-            found[name] = read_number(_search(expression, body, what), what, minimum)
+            found[name] = read_number(_search(expression, body, what, budget), what, minimum)
         credits = tuple(
             Credit(
                 credit_type,
                 pool,
                 read_number(
-                    _search(expression, body, f"values.credits[{i}]"),
+                    _search(expression, body, f"values.credits[{i}]", budget),
                     f"values.credits[{i}]",
                     0.0,
                 ),
@@ -445,7 +495,7 @@ class HttpJson(Provider):
         if self._currency is None:
             currency = self._configured_currency
         else:
-            currency = read_currency(_search(self._currency, body, "values.currency"))
+            currency = read_currency(_search(self._currency, body, "values.currency", budget))
         money = found.get("balance", found.get("balance_usd"))
         in_usd = currency == USD
         return Reading(
@@ -459,13 +509,68 @@ class HttpJson(Provider):
         )
 
 
-def _search(expression: ParsedResult, body: Any, what: str) -> Any:
+class _OverBudget(Exception):
+    pass
+
+
+class Budget:
+    """The evaluation steps left for one answer, shared by all of its expressions."""
+
+    def __init__(self, steps: int = MAX_EVALUATION_STEPS) -> None:
+        self.steps_left = steps
+
+    def spend(self, steps: int) -> None:
+        self.steps_left -= steps
+        if self.steps_left < 0:
+            raise _OverBudget
+
+
+class _BudgetedInterpreter(TreeInterpreter):
+    """jmespath's interpreter, counting its work against a `Budget`.
+
+    Evaluation runs on the event loop: without a bound, an answer large enough could keep
+    every endpoint (`/-/healthy` too) waiting past the account's timeout.
+    """
+
+    def __init__(self, budget: Budget) -> None:
+        super().__init__()
+        self._budget = budget
+
+    def visit(self, node: _TreeNode, *args: Any, **kwargs: Any) -> Any:
+        self._budget.spend(1)
+        result = super().visit(node, *args, **kwargs)
+        if node["type"] in _BUILDING_NODES and isinstance(result, list | dict | str):
+            self._budget.spend(len(result))
+        return result
+
+
+# The nodes that make a new list, object or string, whose size is work done.
+_BUILDING_NODES = frozenset(
+    {
+        "flatten",
+        "projection",
+        "value_projection",
+        "filter_projection",
+        "multi_select_list",
+        "multi_select_dict",
+        "function_expression",
+        "slice",
+    }
+)
+
+
+def _search(expression: ParsedResult, body: Any, what: str, budget: Budget) -> Any:
     try:
-        return expression.search(body)
+        return _BudgetedInterpreter(budget).visit(expression.parsed, body)
     except jmespath_errors.JMESPathError:
         # The message would quote the answer; say only which expression failed.
         raise CollectError(
             Reason.INVALID_RESPONSE, f"{what}: the expression does not apply to this answer"
+        ) from None
+    except _OverBudget:
+        raise CollectError(
+            Reason.INVALID_RESPONSE,
+            f"{what}: reading this answer takes more than {MAX_EVALUATION_STEPS} steps",
         ) from None
 
 
