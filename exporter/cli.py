@@ -18,9 +18,20 @@ from aiohttp import web
 
 from exporter import __version__, logs
 from exporter.config import Config, ConfigError, load_config
+from exporter.connections import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_READ_HEADER_TIMEOUT,
+    AcceptErrorFilter,
+    ConnectionLimits,
+    LimitedRunner,
+    fit_to_file_limit,
+    raise_file_limit,
+)
 from exporter.demo import DEMO_SOURCE, start_demo
 from exporter.engine import Engine
 from exporter.http import DEFAULT_MAX_REQUESTS, Exporter
+from exporter.settings import parse_duration
 from exporter.simulator import Simulator
 from exporter.upstream import Upstream
 from exporter.webconfig import WebConfig, load_web_config
@@ -76,6 +87,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="concurrent /metrics and /probe requests served at once; 503 beyond",
     )
     parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=_positive_int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="open client connections; beyond it the longest idle one is closed, or, if all "
+        "are busy, the new one gets 503 at once (lowered to fit the open files limit)",
+    )
+    parser.add_argument(
+        "--web.read-header-timeout",
+        dest="read_header_timeout",
+        type=_positive_duration,
+        default=DEFAULT_READ_HEADER_TIMEOUT,
+        metavar="DURATION",
+        help="time a new connection has to send its first request head "
+        f"(default {DEFAULT_READ_HEADER_TIMEOUT:.0f}s)",
+    )
+    parser.add_argument(
+        "--web.idle-timeout",
+        dest="idle_timeout",
+        type=_positive_duration,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="DURATION",
+        help="keep-alive: a connection without a request for this long is closed "
+        f"(default {DEFAULT_IDLE_TIMEOUT:.0f}s)",
+    )
+    parser.add_argument(
         "--demo",
         action="store_true",
         help="serve simulated accounts of every provider type; no config needed",
@@ -105,6 +143,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _positive_duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be longer than 0s")
+    return seconds
 
 
 def parse_listen_address(text: str) -> tuple[str | None, int]:
@@ -219,8 +267,16 @@ async def start(
         web_config=web_config,
         web_loader=web_loader,
     )
-    runner = web.AppRunner(
+    limits = ConnectionLimits(
+        max_connections=fit_to_file_limit(
+            args.max_connections, config.global_settings.max_concurrency, raise_file_limit()
+        ),
+        read_header_timeout=args.read_header_timeout,
+        idle_timeout=args.idle_timeout,
+    )
+    runner = LimitedRunner(
         exporter.app,
+        limits,
         access_log=None,
         handle_signals=False,
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
@@ -270,6 +326,7 @@ async def serve(args: argparse.Namespace, addresses: Sequence[tuple[str | None, 
         },
     )
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(AcceptErrorFilter())
     stop = asyncio.Event()
     reloads: set[asyncio.Task[list[str]]] = set()
 

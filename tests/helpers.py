@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import socket
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -114,3 +119,70 @@ class FrozenClock:
     def advance(self, seconds: float) -> None:
         self._wall += seconds
         self._monotonic += seconds
+
+
+class ExporterProcess:
+    """The exporter as its own process on a loopback port, for what a test must measure from
+    outside: its memory, its open files, its log."""
+
+    def __init__(self, *args: str, file_limit: int | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._args = [*args, "--web.listen-address", f"127.0.0.1:{self.port}"]
+        self._file_limit = file_limit
+        self.process: subprocess.Popen[bytes] | None = None
+        # Kept open for the object's life: the process writes to it, the test reads it.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115
+
+    def __enter__(self) -> ExporterProcess:
+        limit = self._file_limit
+
+        def limit_files() -> None:
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "exporter", *self._args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limit_files,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.05)
+        self.__exit__()
+        raise AssertionError(f"the exporter did not start:\n{self.log()}")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def rss_bytes(self) -> int:
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def log(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+
+def raise_file_limit() -> int:
+    """Raise this (test) process's soft limit on open files to the hard one; the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import http.client
+import select
+import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +25,15 @@ import trustme
 from exporter.cli import Running, parse_args, start
 from exporter.http import Exporter
 from exporter.simulator import SimAccount, Simulator
-from tests.helpers import account, free_port, samples, value, write_config
+from tests.helpers import (
+    ExporterProcess,
+    account,
+    free_port,
+    raise_file_limit,
+    samples,
+    value,
+    write_config,
+)
 
 PASSWORD = "correct horse battery staple"
 ENDPOINTS = [
@@ -486,3 +499,127 @@ async def test_a_bad_web_config_on_reload_keeps_the_running_one(serve: Serve) ->
     served.web_config.write_text("tls_server_config:\n  cert_file: a\n  key_file: b\n")
     status, text, _ = await get(served.url + "/-/reload", method="POST", authorization=good)
     assert status == 500
+
+
+# -- what a client can hold before it logs in --------------------------------------------
+
+# As an attacker would send it: a request head that never ends, of headers just under
+# aiohttp's own limit (8190 bytes), 120 of them (under its 128): about 1 MiB a connection.
+BIG_HEADER = b"X-Padding: " + b"v" * 7980 + b"\r\n"
+UNFINISHED_HEAD = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + BIG_HEADER * 120
+
+
+def http_status(port: int, path: str = "/metrics", timeout: float = 10.0) -> int | None:
+    """The status of a GET, or None when there was no answer at all."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    # Nothing is sent to an idle connection but its end (or a refusal before it).
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
+
+
+def flood(port: int, count: int, payload: bytes = b"") -> list[socket.socket]:
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sockets.append(sock)
+        if payload:
+            with contextlib.suppress(OSError):  # closed on us: what the exporter should do
+                sock.sendall(payload)
+    return sockets
+
+
+def close_all(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
+
+
+def test_unfinished_request_heads_cannot_exhaust_memory() -> None:
+    raise_file_limit()
+    with ExporterProcess("--demo") as exporter:
+        before = exporter.rss_bytes()
+        sockets = flood(exporter.port, 300, UNFINISHED_HEAD)
+        try:
+            time.sleep(0.5)
+            during = exporter.rss_bytes()
+            status = http_status(exporter.port)
+        finally:
+            close_all(sockets)
+        log = exporter.log()
+    print(f"\n300 unfinished 1 MiB heads: RSS {before >> 20} MiB before, {during >> 20} MiB during")
+    assert status == 200
+    # Heads are limited to 4 KiB a line and 32 lines: megabytes here, not hundreds.
+    assert during - before < 48 << 20
+    # Bad requests are the client's problem: no traceback, no error line for each.
+    assert "Traceback" not in log
+    assert "Error handling request" not in log
+
+
+def test_a_request_head_must_arrive_in_time() -> None:
+    with ExporterProcess("--demo", "--web.read-header-timeout", "1s") as exporter:
+        idle = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
+        slow = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
+        slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        for sock in (idle, slow):
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1) == b""
+            sock.close()
+        elapsed = time.monotonic() - started
+    assert elapsed < 4.0  # 1 s, and slack for a loaded machine (not the hour aiohttp allows)
+
+
+def test_a_connection_flood_pushes_out_idle_connections_not_scrapers() -> None:
+    with ExporterProcess("--demo", "--web.max-connections", "20") as exporter:
+        sockets = flood(exporter.port, 100)
+        try:
+            assert http_status(exporter.port) == 200
+            time.sleep(0.3)
+            still_open = [sock for sock in sockets if not closed_by_server(sock)]
+        finally:
+            close_all(sockets)
+    # The cap holds: the longest idle were closed to let newer ones, and the scrape, in.
+    assert len(still_open) <= 20
+
+
+def test_a_malformed_request_is_one_debug_line_not_a_traceback() -> None:
+    with ExporterProcess("--demo", "--log.level", "debug") as exporter:
+        sock = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"v" * 9000 + b"\r\n\r\n")
+        assert sock.recv(12) == b"HTTP/1.0 400"
+        sock.close()
+        time.sleep(0.2)
+        log = exporter.log()
+    lines = [line for line in log.splitlines() if "bad request" in line]
+    assert len(lines) == 1
+    assert "level=debug" in lines[0]
+    assert "Traceback" not in log
+
+
+def test_out_of_file_descriptors_the_exporter_still_serves_and_logs_little() -> None:
+    # 400 idle connections against a limit of 256 open files: the cap is lowered below the
+    # limit, so accept() never fails, and the scrape still gets in.
+    with ExporterProcess("--demo", file_limit=256) as exporter:
+        sockets = flood(exporter.port, 400)
+        try:
+            started = time.monotonic()
+            status = http_status(exporter.port, timeout=10)
+            elapsed = time.monotonic() - started
+            time.sleep(1)
+        finally:
+            close_all(sockets)
+        log = exporter.log()
+    assert status == 200, log[-2000:]
+    assert elapsed < 5.0
+    assert "lowering --web.max-connections" in log
+    assert "Traceback" not in log
+    assert len(log.splitlines()) < 20

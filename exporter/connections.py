@@ -1,0 +1,270 @@
+"""What one HTTP client can hold before it has logged in (README "Security and deployment").
+
+aiohttp on its own keeps every connection it accepts, for an hour when idle, buffers up to
+128 header lines of 8 KiB each per request head and never gives up on a head that is still
+arriving. Here:
+
+- at most `max_connections` are open. When one more arrives, the connection that has been
+  idle longest (waiting for its first request head, or between requests) is closed to make
+  room: a flood of idle or slow connections pushes out only its own kind, and a scraper
+  arriving afterwards gets in. Only when every connection is busy answering a request is the
+  newcomer refused, at once, with a 503;
+- the first request head must be complete `read_header_timeout` after the connection is made,
+  and a connection is closed after `idle_timeout` without a request (aiohttp's keep-alive
+  timer, which also ends a later head that is still arriving);
+- request heads are limited to what Prometheus, a browser and curl send, far below aiohttp's
+  defaults.
+
+The connection cap stays below the process's file descriptor limit, whose soft value is
+raised to the hard one at start-up: past that limit, accept() fails and nothing is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONNECTIONS = 512
+DEFAULT_READ_HEADER_TIMEOUT = 10.0
+# Longer than the usual scrape interval (15 s to 1 min), so Prometheus keeps its connection.
+DEFAULT_IDLE_TIMEOUT = 75.0
+# The longest request line is `GET /probe?account=NAME`; the longest header, Authorization
+# (72 bytes of password at most) or a browser's Accept and User-Agent.
+MAX_LINE_SIZE = 4096
+MAX_FIELD_SIZE = 4096
+MAX_HEADERS = 32
+# Descriptors the process needs beside client connections: log, config and key files,
+# listening sockets, the event loop's own; upstream connections are counted apart.
+RESERVED_FILE_DESCRIPTORS = 64
+REFUSAL_TEXT = b"too many connections (--web.max-connections)\n"
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Connection: close\r\n"
+    b"\r\n%s"
+) % (len(REFUSAL_TEXT), REFUSAL_TEXT)
+# Out of descriptors, asyncio logs each failed accept() with a traceback, in a tight loop.
+ACCEPT_ERROR_LOG_INTERVAL = 10.0
+ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    read_header_timeout: float = DEFAULT_READ_HEADER_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+
+    def runner_kwargs(self) -> dict[str, Any]:
+        """aiohttp's own knobs for these limits (AppRunner passes them to every connection)."""
+        return {
+            "keepalive_timeout": self.idle_timeout,
+            "max_line_size": MAX_LINE_SIZE,
+            "max_field_size": MAX_FIELD_SIZE,
+            "max_headers": MAX_HEADERS,
+            # A client that hangs up stops its scrape: its slot and its wait are freed.
+            "handler_cancellation": True,
+        }
+
+
+def raise_file_limit() -> int:
+    """Raise the soft limit on open files to the hard one; the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the open files limit", extra={"error": str(error)})
+    return soft
+
+
+def fit_to_file_limit(max_connections: int, upstream_connections: int, file_limit: int) -> int:
+    """The connection cap, lowered if need be so accept() never runs out of descriptors."""
+    room = file_limit - RESERVED_FILE_DESCRIPTORS - upstream_connections
+    fitted = max(1, min(max_connections, room))
+    if fitted < max_connections:
+        log.warning(
+            "lowering --web.max-connections to fit the open files limit",
+            extra={"max_connections": str(fitted), "open_files_limit": str(file_limit)},
+        )
+    return fitted
+
+
+class Connection(web.RequestHandler):
+    """One client connection: the server knows whether it is busy and when its head is due."""
+
+    def __init__(self, manager: LimitedServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._limited = manager
+        self._head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._limited.admit(self, transport):
+            self._head_deadline = self._loop.call_later(
+                self._limited.limits.read_header_timeout, self._head_overdue
+            )
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._limited.forget(self)
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        heads = self._request_count
+        super().data_received(data)
+        if self._request_count != heads:
+            for message, _ in self._messages:
+                error = getattr(message, "exc", None)
+                if isinstance(error, BaseException):
+                    # aiohttp keeps the parse error, whose traceback holds this call's frame,
+                    # and with it the whole chunk just read (up to 256 KiB): a reference
+                    # cycle, left for the garbage collector. A flood of bad requests would
+                    # pile up hundreds of megabytes of them between collections.
+                    error.__traceback__ = None
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+                self._head_deadline = None
+            self._limited.busy(self)
+
+    async def _handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super()._handle_request(*args, **kwargs)
+        finally:
+            if not self._messages:
+                self._limited.idle(self)
+
+    def _head_overdue(self) -> None:
+        self._head_deadline = None
+        if self._request_count == 0:
+            log.debug("closing a connection that sent no request head in time")
+            self.force_close()
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info")
+        if isinstance(error, HttpProcessingError):
+            # A malformed or oversized request: the client's problem, answered with a 4xx.
+            # One short line, and only at debug: anyone can send these, before logging in.
+            log.debug(
+                "bad request",
+                extra={"status": str(error.code), "error": type(error).__name__},
+            )
+            return
+        super().log_exception(*args, **kwargs)
+
+
+class LimitedServer(web.Server):
+    """aiohttp's server with a cap on open connections (see the module docstring)."""
+
+    def __init__(self, limits: ConnectionLimits, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self.refused = 0
+        self.evicted = 0
+        self._open: set[Connection] = set()
+        # Insertion order is the order they became idle: the first is the longest idle.
+        self._idle: dict[Connection, None] = {}
+        self._refusals = RateLimitedLog("refusing connections: all busy", ACCEPT_ERROR_LOG_INTERVAL)
+
+    def __call__(self) -> Connection:
+        return Connection(self, loop=self._loop, **self._kwargs)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    def admit(self, connection: Connection, transport: asyncio.BaseTransport) -> bool:
+        if len(self._open) >= self.limits.max_connections:
+            longest_idle = next(iter(self._idle), None)
+            if longest_idle is None:
+                self.refused += 1
+                self._refusals.hit(max_connections=str(self.limits.max_connections))
+                if isinstance(transport, asyncio.WriteTransport):
+                    transport.write(REFUSAL)
+                connection.force_close()
+                return False
+            self.evicted += 1
+            self.forget(longest_idle)
+            longest_idle.force_close()
+        self._open.add(connection)
+        self._idle[connection] = None
+        return True
+
+    def busy(self, connection: Connection) -> None:
+        self._idle.pop(connection, None)
+
+    def idle(self, connection: Connection) -> None:
+        if connection in self._open:
+            self._idle[connection] = None
+
+    def forget(self, connection: Connection) -> None:
+        self._open.discard(connection)
+        self._idle.pop(connection, None)
+
+
+class LimitedRunner(web.AppRunner):
+    """An AppRunner whose server is a `LimitedServer`."""
+
+    def __init__(self, app: web.Application, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(app, **limits.runner_kwargs(), **kwargs)
+        self.limits = limits
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()
+        return LimitedServer(
+            self.limits,
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            loop=plain._loop,
+            **plain._kwargs,
+        )
+
+
+class RateLimitedLog:
+    """One log line per interval for an event that can repeat thousands of times a second."""
+
+    def __init__(self, message: str, interval: float, level: int = logging.WARNING) -> None:
+        self._message = message
+        self._interval = interval
+        self._level = level
+        self._last = -float("inf")
+        self._since_last = 0
+
+    def hit(self, **fields: str) -> None:
+        self._since_last += 1
+        now = time.monotonic()
+        if now - self._last < self._interval:
+            return
+        log.log(self._level, self._message, extra={**fields, "times": str(self._since_last)})
+        self._last = now
+        self._since_last = 0
+
+
+class AcceptErrorFilter:
+    """The event loop's exception handler, with accept() failures logged once per interval."""
+
+    def __init__(self) -> None:
+        self._log = RateLimitedLog(
+            "cannot accept connections", ACCEPT_ERROR_LOG_INTERVAL, logging.ERROR
+        )
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if isinstance(error, OSError) and error.errno in ACCEPT_RESOURCE_ERRORS:
+            self._log.hit(error=error.strerror or str(error))
+            return
+        loop.default_exception_handler(context)
