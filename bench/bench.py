@@ -1,4 +1,4 @@
-"""Benchmark: a scrape costs the slowest upstream and little more (issue 6).
+"""Benchmark: a scrape costs the slowest upstream and little more (README: Performance).
 
     make bench                      # the full run (a few minutes on 2 cores)
     make bench ARGS=--quick         # 10 accounts, a few scrapes: the CI smoke run
@@ -65,7 +65,7 @@ PROVIDERS = ("datalabs", "twocaptcha", "capmonster")
 BALANCE = 12.3456
 MIB = 1 << 20
 
-# Goals of issue 6.
+# The goals in README: Performance.
 GOAL_RATIO = {100: 1.25, 1000: 1.5}  # median scrape / upstream latency, at 200 ms
 GOAL_LATENCY_MS = 200
 GOAL_CPU_MS_PER_ACCOUNT = 0.3

@@ -1,4 +1,4 @@
-"""Command line: flags in the Prometheus exporter style (SPEC.md)."""
+"""Command line: flags in the Prometheus exporter style (README: Command line)."""
 
 from __future__ import annotations
 

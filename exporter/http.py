@@ -1,4 +1,7 @@
-"""The exporter's HTTP endpoints (SPEC.md): /metrics, /probe, /, /-/healthy, /-/ready, /-/reload."""
+"""The exporter's HTTP endpoints (README: Endpoints).
+
+/metrics, /probe, /, /-/healthy, /-/ready, /-/reload.
+"""
 
 from __future__ import annotations
 

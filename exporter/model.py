@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 
 class Reason(enum.StrEnum):
-    """Why a collection failed. The values are the `reason` label, a fixed set (SPEC.md)."""
+    """Why a collection failed. The values are the `reason` label, a fixed set (README: Metrics)."""
 
     TIMEOUT = "timeout"
     CONNECTION = "connection"

@@ -1,4 +1,4 @@
-"""Anti-Captcha: getBalance, and getSpendingStats when `spending_stats` is on (seed 003).
+"""Anti-Captcha: getBalance, and getSpendingStats when `spending_stats` is on.
 
 Anti-Captcha asks for no more than one balance call per 30 s, so `min_interval` holds the
 last result (success or failure) for that long whatever `cache_ttl` says.

@@ -1,4 +1,4 @@
-"""DataLabs (seed 000): the anti-captcha protocol at captcha.datalabs.net.
+"""DataLabs: the anti-captcha protocol at captcha.datalabs.net.
 
 apibalance_balance_usd{provider="datalabs",account="main"} 12.5
 """

@@ -1,4 +1,4 @@
-"""DeCaptcha (seed 001): GET `{base_url}/api/balance` with the key in `x-api-key`.
+"""DeCaptcha: GET `{base_url}/api/balance` with the key in `x-api-key`.
 
 The answer is `{"isSuccess", "statusCode", "errorMessage", "data"}`; `data` is the balance
 as a *string*, possibly with thousands separators (`"1,250.75"`) and, for an overdrawn

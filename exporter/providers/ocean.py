@@ -1,4 +1,4 @@
-"""Ocean.io (seed 004): GET `/v2/credits/balance` with the key in the `x-api-token` header.
+"""Ocean.io: GET `/v2/credits/balance` with the key in the `x-api-token` header.
 
 The API also takes `?apiToken=`, but a key in a URL ends up in proxy and server logs, so
 only the header is used. The answer has three credit types, each with `oneTime` and

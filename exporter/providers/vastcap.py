@@ -1,4 +1,4 @@
-"""VastCap (seed 002): POST `/getBalance` `{"clientKey"}` under captcha.vast.sh/api/solver.
+"""VastCap: POST `/getBalance` `{"clientKey"}` under captcha.vast.sh/api/solver.
 
 Success is `{"balance": 10.25}` with no `errorId`; errors are nested:
 `{"error": {"errorId", "errorCode", "errorDescription"}}`, with HTTP 401 for a bad key.
