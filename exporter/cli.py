@@ -48,6 +48,10 @@ GC_YOUNG_THRESHOLD = 10_000
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="apibalance-exporter",
         description="Prometheus exporter for the money and quota left on paid API accounts.",
@@ -132,7 +136,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="version",
         version=f"apibalance-exporter, version {__version__} (python {platform.python_version()})",
     )
-    return parser.parse_args(argv)
+    return parser
 
 
 def _positive_int(text: str) -> int:
