@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
-TEST_PACKAGES := prometheus prometheus-alertmanager pipx systemd util-linux
+TEST_PACKAGES := prometheus prometheus-alertmanager pipx systemd util-linux chromium
 
 .PHONY: run test lint typecheck unit tools bench dashboard clean
 

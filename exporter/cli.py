@@ -321,6 +321,8 @@ def settle_heap() -> None:
 async def serve(args: argparse.Namespace, addresses: Sequence[tuple[str | None, int]]) -> int:
     exporter, running = await start(args, addresses)
     settle_heap()
+    # After settle_heap: the objects of collections in flight are not frozen with the heap.
+    exporter.collect_in_background()
     log.info(
         "started",
         extra={

@@ -107,6 +107,8 @@ class AccountState:
         self._clock = clock
         self.last: Outcome | None = None
         self.last_success_wall: float | None = None
+        # Kept after failures for the landing page only: metrics never show a stale value.
+        self.last_reading: Reading | None = None
         self.errors: dict[Reason, int] = dict.fromkeys(Reason, 0)
         self.not_before = -math.inf
         self.auth_failures = 0
@@ -219,6 +221,7 @@ class AccountState:
         error = outcome.error
         if error is None:
             self.last_success_wall = self._clock.wall()
+            self.last_reading = outcome.reading
             self.auth_failures = 0
             self.not_before = interval_end
             if previous is not None and not previous.ok:
@@ -308,7 +311,7 @@ class Engine:
 
     def __init__(self, config: Config, upstream: Upstream, clock: Clock | None = None) -> None:
         self._upstream = upstream
-        self._clock = clock or SystemClock()
+        self.clock = clock or SystemClock()
         self.config = config
         self.states: dict[str, AccountState] = {}
         self._gc_pause = GcPause()
@@ -325,7 +328,7 @@ class Engine:
                 old.account = account
                 states[account.name] = old
             else:
-                states[account.name] = AccountState(account, self._upstream, self._clock)
+                states[account.name] = AccountState(account, self._upstream, self.clock)
         self.config = config
         self.states = states
         self._upstream.set_max_concurrency(config.global_settings.max_concurrency)

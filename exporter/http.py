@@ -1,13 +1,13 @@
 """The exporter's HTTP endpoints (README: Endpoints).
 
-/metrics, /probe, /, /-/healthy, /-/ready, /-/reload.
+/metrics, /probe, /, /-/healthy, /-/ready and /-/reload; the landing page itself is
+exporter.landing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import html
 import logging
 import time
 import zlib
@@ -18,10 +18,11 @@ from aiohttp import web
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from prometheus_client.registry import Collector
 
-from exporter import __version__, logs
+from exporter import logs
 from exporter.auth import Guard, GuardHolder
 from exporter.config import Config, ConfigError
 from exporter.engine import Engine
+from exporter.landing import ReloadFailure, landing_page
 from exporter.metrics import AccountCollector, ExporterCollector, ReloadStatus, render
 from exporter.webconfig import WebConfig, ssl_error_reason
 
@@ -63,6 +64,8 @@ class Exporter:
         self._active_scrapes = 0
         self._reload_lock = asyncio.Lock()
         self.reload_status = ReloadStatus(True, time.time())
+        self.reload_failure: ReloadFailure | None = None
+        self._background: set[asyncio.Task[object]] = set()
         self._exporter_collector = ExporterCollector(lambda: self.reload_status)
         self.app = web.Application(middlewares=[*middlewares, self._limit_scrapes])
         self.app.router.add_get("/", self.landing)
@@ -71,6 +74,19 @@ class Exporter:
         self.app.router.add_get("/-/healthy", self.healthy)
         self.app.router.add_get("/-/ready", self.ready)
         self.app.router.add_post("/-/reload", self.reload_endpoint)
+        self.app.on_cleanup.append(self._stop_background)
+
+    def collect_in_background(self) -> None:
+        """Collect every account once now, without anyone waiting: the landing page has
+        figures to show before Prometheus first scrapes. A scrape meanwhile joins it."""
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(self.engine.collect())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _stop_background(self, app: web.Application) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     @property
     def web_config(self) -> WebConfig | None:
@@ -105,6 +121,7 @@ class Exporter:
                 assert self.guard is not None
                 self.guard.replace(guard)
             self.reload_status = ReloadStatus(True, time.time())
+            self.reload_failure = None
             log.info("config reloaded", extra={"accounts": str(len(self.engine.config.accounts))})
             return []
 
@@ -144,6 +161,7 @@ class Exporter:
         """
         problems = [logs.redact(problem) for problem in problems]
         self.reload_status = ReloadStatus(False, self.reload_status.last_success_timestamp)
+        self.reload_failure = ReloadFailure(time.time(), tuple(problems))
         log.error(
             "config reload failed; keeping the running config",
             extra={"problems": "; ".join(problems)},
@@ -220,27 +238,7 @@ class Exporter:
         return web.Response(text="Ready\n")
 
     async def landing(self, request: web.Request) -> web.Response:
-        rows = []
-        for state in self.engine.states.values():
-            last = state.last
-            status = "pending" if last is None else ("up" if last.ok else "down")
-            reason = last.reason.value if last is not None and last.reason is not None else ""
-            success = (
-                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(state.last_success_wall))
-                if state.last_success_wall is not None
-                else "never"
-            )
-            name = html.escape(state.account.name)
-            rows.append(
-                f'<tr><td><a href="/probe?account={name}">{name}</a></td>'
-                f"<td>{html.escape(state.account.provider_type)}</td>"
-                f'<td class="{status}">{status}</td><td>{reason}</td><td>{success}</td></tr>'
-            )
-        page = LANDING_PAGE.format(
-            version=html.escape(__version__),
-            source=html.escape(self.engine.config.source),
-            rows="\n".join(rows) or '<tr><td colspan="5">no accounts configured</td></tr>',
-        )
+        page = landing_page(self.engine, self.reload_status, self.reload_failure)
         return web.Response(text=page, content_type="text/html")
 
 
@@ -283,33 +281,3 @@ def exposition(request: web.Request, collectors: Sequence[Collector]) -> web.Str
         body = zlib.compress(body, GZIP_LEVEL, wbits=GZIP_WBITS)
         headers["Content-Encoding"] = "gzip"
     return web.Response(body=body, headers=headers)
-
-
-LANDING_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>apibalance-exporter</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; }}
-table {{ border-collapse: collapse; }}
-td, th {{ border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: left; }}
-.up {{ color: #1a7f37; }} .down {{ color: #cf222e; }} .pending {{ color: #9a6700; }}
-</style>
-</head>
-<body>
-<h1>apibalance-exporter</h1>
-<p>Version {version}. Prometheus exporter for the money and quota left on paid API accounts.</p>
-<ul>
-<li><a href="/metrics">/metrics</a>: every account, collected now</li>
-<li><a href="/-/healthy">/-/healthy</a> and <a href="/-/ready">/-/ready</a></li>
-</ul>
-<h2>Accounts</h2>
-<p>Config: {source}. Status is that of the last collection; this page asks no provider.</p>
-<table>
-<tr><th>account</th><th>provider</th><th>status</th><th>last error</th><th>last success</th></tr>
-{rows}
-</table>
-</body>
-</html>
-"""

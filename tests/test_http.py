@@ -44,18 +44,6 @@ async def test_health_ready_and_landing(
     assert simulator.base_url("datalabs") not in page
 
 
-async def test_landing_shows_the_last_error_reason(
-    simulator: Simulator, make_exporter: ExporterFactory
-) -> None:
-    config = {
-        "accounts": [account("gone", "vastcap", "revoked-key-00000", simulator.base_url("vastcap"))]
-    }
-    _, client = await make_exporter(config)
-    await client.get("/metrics")
-    page = await (await client.get("/")).text()
-    assert '<td class="down">down</td><td>auth</td>' in page
-
-
 async def test_probe_collects_one_account(
     simulator: Simulator, make_exporter: ExporterFactory
 ) -> None:
