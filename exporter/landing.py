@@ -16,9 +16,11 @@ import urllib.parse
 from dataclasses import dataclass
 
 from exporter import __version__
+from exporter.config import Account
 from exporter.engine import AccountState, Engine
 from exporter.metrics import ReloadStatus
 from exporter.model import Reading
+from exporter.settings import USD
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,7 @@ def _row(state: AccountState, now: float) -> str:
     else:
         age = max(0.0, now - state.last_success_wall)
         figures = (
-            f"<td>{_balance(reading, account.low_balance_usd)}</td>"
+            f"<td>{_balance(reading, account)}</td>"
             f"<td>{_lines(_credits(reading))}</td>"
             f"<td>{_lines(_daily_limit(reading, age))}</td>"
             f"<td>{_text(_age(age))}<br><small>{_text(_utc(state.last_success_wall))}</small></td>"
@@ -72,12 +74,16 @@ def _row(state: AccountState, now: float) -> str:
     )
 
 
-def _balance(reading: Reading, low_below: float | None) -> str:
-    if reading.balance_usd is None:
+def _balance(reading: Reading, account: Account) -> str:
+    if reading.balance_usd is not None:
+        amount, currency = reading.balance_usd, USD
+    elif reading.balance is not None and reading.currency is not None:
+        amount, currency = reading.balance, reading.currency
+    else:
         return ""
-    # One amount and its currency: a reading in another currency changes only this line.
-    amount, currency = reading.balance_usd, "USD"
     text = _text(money(amount, currency))
+    # low_balance is in the account's currency; with none configured, in the answer's.
+    low_below = account.low_balance if account.currency in (None, currency) else None
     if low_below is not None and amount < low_below:
         return f'<span class="low">{text} (low: below {_text(money(low_below, currency))})</span>'
     return text

@@ -134,8 +134,22 @@ def landing_accounts(simulator: Simulator) -> dict[str, Any]:
             ocean_credits={"credits": {"oneTime": 100, "recurrent": 2500}},
         ),
     )
+    simulator.add("json", SimAccount("landing-rub-key-0001", balance=420.0))
+    rubles = {
+        "name": "sms-ru",
+        "provider": "http_json",
+        "api_key": "landing-rub-key-0001",
+        "currency": "RUB",
+        "low_balance": 500,
+        "request": {
+            "url": simulator.base_url("json") + "/balance",
+            "headers": {"X-Api-Key": "{api_key}"},
+        },
+        "values": {"balance": "balance"},
+    }
     return {
         "accounts": [
+            rubles,
             account(
                 "main", "anticaptcha", SECRET, simulator.base_url("anticaptcha"), low_balance_usd=20
             ),
@@ -183,6 +197,7 @@ async def test_a_person_sees_money_its_age_errors_and_a_failed_reload(
     assert main["credits"] == "captcha (subscription): 85,000"
     assert main["as of"].startswith("5 min ago\n")
     assert main["as of"].endswith(time.strftime("%H:%M:%S UTC", time.gmtime(clock.wall() - 303)))
+    assert seen.row("sms-ru")["balance"] == "420.00 RUB (low: below 500.00 RUB)"
     data = seen.row("data")
     assert data["credits"].splitlines()[0] == "standard (one_time): 100"
     assert "standard (recurrent): 2,500" in data["credits"]
