@@ -8,7 +8,6 @@ Secrets are read here (from `api_key_file`, `api_key_env` or `api_key`), checked
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
 import urllib.parse
@@ -21,6 +20,7 @@ import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from exporter import logs
+from exporter.hints import closest, did_you_mean
 from exporter.providers import PROVIDERS, Provider
 from exporter.settings import USD, AccountSettings, GlobalSettings
 
@@ -423,11 +423,17 @@ def _account(
         return None, [locator.problem(loc, "an account must be a mapping")]
     provider_type = raw.get("provider")
     if provider_type is None:
+        misspelt = next(
+            (str(key) for key in raw if closest(str(key), ["provider"]) == "provider"), None
+        )
+        if misspelt is not None:
+            message = "unknown key (did you mean 'provider'?); provider is required"
+            return None, [locator.problem((*loc, misspelt), message)]
         return None, [locator.problem(loc, "provider is required")]
     provider_cls = PROVIDERS.get(provider_type) if isinstance(provider_type, str) else None
     if provider_cls is None:
         known = ", ".join(PROVIDERS)
-        hint = did_you_mean(str(provider_type), PROVIDERS)
+        hint = did_you_mean(str(provider_type), PROVIDERS, _service_names())
         return None, [
             locator.problem(
                 (*loc, "provider"), f"unknown provider '{provider_type}'{hint}; known: {known}"
@@ -436,7 +442,13 @@ def _account(
     try:
         settings = provider_cls.settings_model.model_validate(raw)
     except ValidationError as error:
-        return None, validation_problems(error, loc, locator, model=provider_cls.settings_model)
+        return None, validation_problems(
+            error,
+            loc,
+            locator,
+            model=provider_cls.settings_model,
+            elsewhere=_keys_of_other_providers(provider_cls.type_name),
+        )
 
     problems: list[Problem] = []
     base_url = provider_cls.upstream_url(settings)
@@ -515,21 +527,61 @@ def _key_in_url(key: SecretStr, url: str) -> bool:
     return secret in url or secret in urllib.parse.unquote(url)
 
 
-def did_you_mean(word: str, choices: Iterator[str] | Mapping[str, Any] | Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+# The services' own names, as someone may write them for `provider`.
+SERVICE_NAMES = {
+    "Anti-Captcha": "anticaptcha",
+    "AntiCaptcha.com": "anticaptcha",
+    "DataLabs": "datalabs",
+    "VastCap": "vastcap",
+    "DeCaptcha": "decaptcha",
+    "Ocean.io": "ocean",
+    "2Captcha": "twocaptcha",
+    "2Captcha.com": "twocaptcha",
+    "CapSolver": "capsolver",
+    "CapMonster Cloud": "capmonster",
+    "CapMonster.cloud": "capmonster",
+}
+
+
+def _service_names() -> dict[str, str]:
+    return {name: type_name for name, type_name in SERVICE_NAMES.items() if type_name in PROVIDERS}
+
+
+def _keys_of_other_providers(type_name: str) -> dict[str, list[str]]:
+    """Each account key that some other provider type has, with those types."""
+    own = set(_known_keys(PROVIDERS[type_name].settings_model, ()))
+    owners: dict[str, list[str]] = {}
+    for other, provider_cls in PROVIDERS.items():
+        for key in _known_keys(provider_cls.settings_model, ()):
+            if key not in own:
+                owners.setdefault(key, []).append(other)
+    return owners
 
 
 def validation_problems(
-    error: ValidationError, prefix: Loc, locator: Locator, *, model: type[BaseModel]
+    error: ValidationError,
+    prefix: Loc,
+    locator: Locator,
+    *,
+    model: type[BaseModel],
+    elsewhere: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Problem]:
+    """Pydantic's errors as located problems, in words about the file rather than the model.
+
+    `elsewhere` maps keys the model lacks but a sibling model has to the siblings' names, so
+    a key in the wrong kind of section says where it belongs.
+    """
     problems = []
     for item in error.errors(include_url=False, include_input=False):
         loc = _clean_loc(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            known = _known_keys(model, loc[:-1])
-            message = "unknown key" + did_you_mean(str(loc[-1]), known)
+            key = str(loc[-1])
+            owners = (elsewhere or {}).get(key) if len(loc) == 1 else None
+            if owners:
+                message = f"unknown key: {key} is a key of provider {' and '.join(owners)} only"
+            else:
+                message = "unknown key" + did_you_mean(key, _known_keys(model, loc[:-1]))
         elif item["type"] == "missing":
             message = "required"
         problems.append(locator.problem((*prefix, *loc), message))

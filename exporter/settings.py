@@ -51,11 +51,39 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
 
 # Account names become the `account` label and the `/probe?account=` value: keep them plain.
-AccountName = Annotated[
-    str,
-    Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"),
+_ACCOUNT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _account_name(value: str) -> str:
+    if not _ACCOUNT_NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid account name: it must start with a letter or digit "
+            "and have only letters, digits, '_', '.', ':' and '-'"
+        )
+    return value
+
+
+def _env_name(value: str) -> str:
+    # The value is not quoted: a key pasted here by mistake must not be printed.
+    if not _ENV_NAME_RE.match(value):
+        raise ValueError(
+            "not an environment variable name: letters, digits and '_', not starting with a digit"
+        )
+    return value
+
+
+def _no_control_characters(value: str) -> str:
+    if _CONTROL_RE.search(value):
+        raise ValueError("must not contain control characters or line breaks")
+    return value
+
+
+AccountName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_account_name)]
+LabelValue = Annotated[
+    str, Field(min_length=1, max_length=128), AfterValidator(_no_control_characters)
 ]
-LabelValue = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 def check_base_url(value: str) -> str:
@@ -107,7 +135,7 @@ class AccountSettings(Strict):
     name: AccountName
     provider: str
     api_key_file: Path | None = None
-    api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    api_key_env: Annotated[str, AfterValidator(_env_name)] | None = None
     api_key: SecretStr | None = None
     base_url: BaseUrl | None = None
     timeout: PositiveDuration | None = None

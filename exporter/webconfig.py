@@ -33,11 +33,11 @@ from exporter.config import (
     Loc,
     Locator,
     Problem,
-    did_you_mean,
     read_config_file,
     read_yaml,
     validation_problems,
 )
+from exporter.hints import did_you_mean
 
 TLS_VERSIONS: Mapping[str, ssl.TLSVersion] = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -208,8 +208,11 @@ def parse_web_config(
         }
 
     context = None
-    if tls is not None and not tls_problems and "tls_server_config" in sections:
-        context, file_problems = _ssl_context(tls, base_dir or Path(), locator)
+    if tls is not None and "tls_server_config" in sections:
+        # The files are checked even when a setting is refused, so one run shows both.
+        context, file_problems = _ssl_context(
+            tls, base_dir or Path(), locator, settings_ok=not tls_problems
+        )
         problems.extend(file_problems)
     if problems:
         raise ConfigError(source, problems)
@@ -328,24 +331,30 @@ def _cert_paths(tls: TLSServerSettings, base_dir: Path) -> tuple[Path, Path]:
 
 
 def _ssl_context(
-    tls: TLSServerSettings, base_dir: Path, locator: Locator
+    tls: TLSServerSettings, base_dir: Path, locator: Locator, *, settings_ok: bool = True
 ) -> tuple[ssl.SSLContext | None, list[Problem]]:
+    """The server's TLS context, or the problems of its files.
+
+    Without `settings_ok` (a version or suite was refused) the files are still loaded, into
+    a context with default settings, to report their problems too; no context is returned.
+    """
     where: Loc = ("tls_server_config",)
     problems = []
     for key in ("cert_file", "key_file", "client_ca_file"):
         name = getattr(tls, key)
         if name is not None and not (path := _resolve(base_dir, name)).is_file():
             problems.append(locator.problem((*where, key), f"no such file: {path}"))
-    if problems:
+    if problems or tls.cert_file is None or tls.key_file is None:
         return None, problems
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = TLS_VERSIONS[tls.min_version]
-    context.maximum_version = TLS_VERSIONS[tls.max_version]
+    if settings_ok:
+        context.minimum_version = TLS_VERSIONS[tls.min_version]
+        context.maximum_version = TLS_VERSIONS[tls.max_version]
+        if tls.cipher_suites:
+            context.set_ciphers(":".join(GO_CIPHER_SUITES[s] for s in tls.cipher_suites))
     if tls.prefer_server_cipher_suites:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    if tls.cipher_suites:
-        context.set_ciphers(":".join(GO_CIPHER_SUITES[s] for s in tls.cipher_suites))
     try:
         context.load_cert_chain(*_cert_paths(tls, base_dir))
     except OSError as error:
@@ -353,7 +362,7 @@ def _ssl_context(
         problems.append(
             locator.problem((*where, "cert_file"), f"cannot load certificate and key: {reason}")
         )
-    context.verify_mode = VERIFY_MODES[tls.client_auth_type]
+    context.verify_mode = VERIFY_MODES.get(tls.client_auth_type, ssl.CERT_NONE)
     if tls.client_ca_file is not None:
         try:
             context.load_verify_locations(cafile=_resolve(base_dir, tls.client_ca_file))
@@ -364,4 +373,4 @@ def _ssl_context(
                     (*where, "client_ca_file"), f"cannot load CA certificates: {reason}"
                 )
             )
-    return (None, problems) if problems else (context, [])
+    return (None, problems) if problems or not settings_ok else (context, [])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import ConfigError, load_config, parse_config
+from exporter.providers import PROVIDERS
 from exporter.settings import parse_duration
 from tests.helpers import write_config
 
@@ -140,7 +141,8 @@ ACCOUNT = "accounts:\n  - name: a\n    provider: datalabs\n"
         ),
         (
             "    api_key_env: 1BAD\n",
-            "cfg.yml:4: accounts[0].api_key_env: String should match pattern",
+            "cfg.yml:4: accounts[0].api_key_env: not an environment variable name: letters, "
+            "digits and '_', not starting with a digit",
         ),
         (
             "    api_key_file: /nonexistent/key\n",
@@ -182,7 +184,11 @@ def test_account_name_rules() -> None:
     [line] = problems_of(
         "accounts:\n  - name: 'has space'\n    provider: datalabs\n    api_key: kkkkkkkk\n"
     )
-    assert line.startswith("cfg.yml:2: accounts[0].name: String should match pattern")
+    # The value and the rule in words, not the regular expression.
+    assert line == (
+        "cfg.yml:2: accounts[0].name: 'has space' is not a valid account name: it must start "
+        "with a letter or digit and have only letters, digits, '_', '.', ':' and '-'"
+    )
 
 
 def test_key_file_problems(tmp_path: Path) -> None:
@@ -369,6 +375,25 @@ TESTDATA = Path(__file__).parent / "testdata"
             ":3: invalid YAML: found character '\\t' that cannot start any token at column 1; "
             "YAML indents with spaces, not tabs",
         ),
+        (
+            "invalid-provider-key-misspelt.yml",
+            ":3: accounts[0].provder: unknown key (did you mean 'provider'?); provider is required",
+        ),
+        (
+            "invalid-provider-service-name.yml",
+            ":3: accounts[0].provider: unknown provider '2captcha' (did you mean 'twocaptcha'?); "
+            "known: " + ", ".join(PROVIDERS),
+        ),
+        (
+            "invalid-key-of-another-provider.yml",
+            ":5: accounts[0].spending_stats: unknown key: spending_stats is a key of provider "
+            "anticaptcha only",
+        ),
+        (
+            "invalid-account-name.yml",
+            ":2: accounts[0].name: 'main account' is not a valid account name: it must start "
+            "with a letter or digit and have only letters, digits, '_', '.', ':' and '-'",
+        ),
     ],
 )
 def test_invalid_config_fixtures(fixture: str, expected: str) -> None:
@@ -376,6 +401,24 @@ def test_invalid_config_fixtures(fixture: str, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert caught.value.lines == [f"{path}{expected}"]
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [
+        ("2captcha", "twocaptcha"),
+        ("2Captcha.com", "twocaptcha"),
+        ("anti-captcha", "anticaptcha"),
+        ("Anti-Captcha", "anticaptcha"),
+        ("capmonster cloud", "capmonster"),
+        ("ocean.io", "ocean"),
+        ("antcaptcha", "anticaptcha"),
+        ("capsolvr", "capsolver"),
+    ],
+)
+def test_a_provider_written_as_the_service_is_called(written: str, meant: str) -> None:
+    [line] = problems_of(f"accounts:\n  - {{name: a, provider: '{written}', api_key: kkkkkkkk}}\n")
+    assert f"unknown provider '{written}' (did you mean '{meant}'?)" in line
 
 
 def test_aliases_within_the_bound_load_and_are_walked_once() -> None:

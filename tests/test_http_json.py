@@ -149,7 +149,8 @@ CREDITS = BALANCE + "      credits:\n"
                 BALANCE,
                 CREDITS + '        - {credit_type: "sms\\n", pool: x, path: a}\n',
             ),
-            "cfg.yml:11: accounts[0].values.credits[0].credit_type: String should match pattern",
+            "cfg.yml:11: accounts[0].values.credits[0].credit_type: must not contain control "
+            "characters or line breaks",
         ),
         (
             variant(BALANCE, CREDITS + "        - {credit_type: sms, pool: '', path: a}\n"),

@@ -283,3 +283,28 @@ def test_start_up_refuses_a_missing_web_config(tmp_path: Path) -> None:
         f"{tmp_path / 'nope.yml'}: cannot read web config file: No such file or directory"
         in result.stderr
     )
+
+
+TESTDATA = Path(__file__).parent / "testdata"
+
+
+def test_a_refused_setting_does_not_hide_missing_files() -> None:
+    path = TESTDATA / "invalid-web-old-tls-and-missing-files.yml"
+    assert problems(path) == [
+        f"{path}:2: tls_server_config.cert_file: no such file: {TESTDATA / 'missing.crt'}",
+        f"{path}:3: tls_server_config.key_file: no such file: {TESTDATA / 'missing.key'}",
+        f"{path}:4: tls_server_config.min_version: TLS10: TLS below 1.2 is not accepted",
+    ]
+
+
+def test_a_refused_setting_does_not_hide_a_bad_certificate(certs: Path) -> None:
+    (certs / "server.crt").write_text("not a certificate\n")
+    path = write(
+        certs,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  max_version: TLS12\n  min_version: TLS13\n",
+    )
+    lines = problems(path)
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"{path}:2: tls_server_config.cert_file: cannot load certificate")
+    assert lines[1] == f"{path}:4: tls_server_config.max_version: TLS12 is below min_version TLS13"
