@@ -16,14 +16,18 @@ import time
 from typing import Any
 
 REDACTED = "<redacted>"
-# A key this long is redacted wherever it appears, and so is any text that starts like it for
-# at least this many characters (an upstream echoing "abcdef12..." of a rejected key).
+# A key this long is redacted wherever it appears.
 MIN_SECRET_LENGTH = 6
+# Text that starts like a key for this many characters is redacted as far as it goes on
+# matching (an upstream echoing "abcdef12..." of a rejected key). Shorter, it would catch
+# ordinary words: a key "unknown-key-1" must not blank out "unknown provider".
+MIN_ECHOED_PREFIX = 8
 # Characters that continue a word: a shorter key is redacted only where it stands alone, so
 # a three-letter key does not blank out every word containing those letters.
 _WORD = r"[A-Za-z0-9_\-]"
 _secrets: set[str] = set()
 _by_prefix: dict[str, list[str]] = {}
+_whole_secrets: set[str] = set()
 _short_secrets: dict[str, re.Pattern[str]] = {}
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _LEVEL_NAMES = {"WARNING": "warn", "CRITICAL": "error"}
@@ -33,8 +37,10 @@ def register_secret(secret: str) -> None:
     if not secret or secret in _secrets:
         return
     _secrets.add(secret)
-    if len(secret) >= MIN_SECRET_LENGTH:
-        _by_prefix.setdefault(secret[:MIN_SECRET_LENGTH], []).append(secret)
+    if len(secret) >= MIN_ECHOED_PREFIX:
+        _by_prefix.setdefault(secret[:MIN_ECHOED_PREFIX], []).append(secret)
+    elif len(secret) >= MIN_SECRET_LENGTH:
+        _whole_secrets.add(secret)
     else:
         _short_secrets[secret] = re.compile(f"(?<!{_WORD}){re.escape(secret)}(?!{_WORD})")
 
@@ -44,6 +50,9 @@ def redact(text: str) -> str:
     for prefix, secrets in _by_prefix.items():
         if prefix in text:
             text = _redact_prefixed(text, prefix, secrets)
+    for secret in _whole_secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
     for secret, pattern in _short_secrets.items():
         if secret in text:
             text = pattern.sub(REDACTED, text)

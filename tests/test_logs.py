@@ -107,10 +107,18 @@ async def test_one_warning_per_failed_collection(
 def test_an_echoed_start_of_a_key_is_redacted() -> None:
     logs.register_secret("prefixkey-9b7e3d51a0")
     assert logs.redact("rejected key 'prefixkey-9b7…'") == f"rejected key '{logs.REDACTED}…'"
-    assert logs.redact("key prefi… is wrong") == "key prefi… is wrong"  # under six characters
+    assert logs.redact("key prefixk… is wrong") == "key prefixk… is wrong"  # under eight
+    assert logs.redact("the prefix-free form") == "the prefix-free form"
 
 
 def test_a_short_key_is_redacted_where_it_stands_alone() -> None:
     logs.register_secret("q7z")
     assert logs.redact("key q7z refused") == f"key {logs.REDACTED} refused"
     assert logs.redact("account q7zone") == "account q7zone"
+
+
+def test_an_ordinary_word_a_key_starts_with_is_kept() -> None:
+    logs.register_secret("unknown-key-000000")
+    assert logs.redact("accounts[0].provider: unknown provider") == (
+        "accounts[0].provider: unknown provider"
+    )
