@@ -5,8 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 TEST_PACKAGES := prometheus prometheus-alertmanager pipx systemd util-linux chromium
+# The image is built and run without a Docker daemon (tests/test_image.py).
+TEST_PACKAGES += buildah podman runc debootstrap
+# Any kubectl renders the Kubernetes manifests; Debian's conflicts with a kubectl installed
+# another way (Google Cloud SDK's, for one), so it is installed only when there is none.
+TEST_PACKAGES += $(if $(shell command -v kubectl),,kubernetes-client)
 
-.PHONY: run test lint typecheck unit tools bench dashboard clean
+.PHONY: run test lint typecheck unit tools bench dashboard kubernetes clean
 
 # Debian's python3 has no ensurepip until python3-venv is installed.
 $(BIN)/python:
@@ -55,6 +60,11 @@ test: lint typecheck unit
 
 dashboard: $(VENV)/.test-installed
 	$(BIN)/python grafana/generate.py
+	$(BIN)/python deploy/kubernetes/manifests.py
+
+# The PrometheusRule and dashboard ConfigMap of deploy/kubernetes, from alerts/ and grafana/.
+kubernetes:
+	$(PYTHON) deploy/kubernetes/manifests.py
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/bench.py $(ARGS)
