@@ -11,7 +11,7 @@ TEST_PACKAGES += buildah podman runc debootstrap
 # another way (Google Cloud SDK's, for one), so it is installed only when there is none.
 TEST_PACKAGES += $(if $(shell command -v kubectl),,kubernetes-client)
 
-.PHONY: run test lint typecheck unit tools bench dashboard kubernetes clean
+.PHONY: run test lint typecheck unit quick tools bench dashboard kubernetes clean
 
 # Debian's python3 has no ensurepip until python3-venv is installed.
 $(BIN)/python:
@@ -55,6 +55,10 @@ typecheck: $(VENV)/.test-installed
 
 unit: $(VENV)/.test-installed tools
 	$(BIN)/pytest
+
+# The fast loop while changing code: every test but those marked integration (README: Development).
+quick: $(VENV)/.test-installed
+	$(BIN)/pytest -q -m 'not integration'
 
 test: lint typecheck unit
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,64 @@ from exporter.engine import Engine
 from exporter.http import Exporter
 from exporter.simulator import Simulator
 from exporter.upstream import Upstream
-from tests.helpers import write_config
+from tests.helpers import INTEGRATION_HELPERS, write_config
 
 AiohttpClient = Callable[[Application], Awaitable[TestClient[Any, Any]]]
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `integration` every test that uses an integration helper (tests/helpers.py),
+    directly or through the test code and fixtures it uses."""
+    for item in items:
+        if item.get_closest_marker("integration") is None and uses_integration_helper(item):
+            item.add_marker(pytest.mark.integration)
+
+
+def uses_integration_helper(item: pytest.Item) -> bool:
+    if not isinstance(item, pytest.Function):
+        return False
+    fixtures = [definitions[-1].func for definitions in item._fixtureinfo.name2fixturedefs.values()]
+    seen: set[int] = set()
+    return any(reaches_integration(code, seen) for code in [item.obj, *fixtures])
+
+
+def reaches_integration(code: object, seen: set[int]) -> bool:
+    """Whether test code (a function, or a class and its methods) refers to an integration
+    helper, following the test code it refers to in turn."""
+    if any(code is helper for helper in INTEGRATION_HELPERS):
+        return True
+    if id(code) in seen or not defined_in_tests(code):
+        return False
+    seen.add(id(code))
+    if isinstance(code, type):
+        return any(reaches_integration(member, seen) for member in vars(code).values())
+    function = getattr(code, "__func__", code)  # a method, static or class method
+    if not isinstance(function, types.FunctionType):
+        return False
+    scope = function.__globals__
+    modules = [v for v in scope.values() if isinstance(v, types.ModuleType) and defined_in_tests(v)]
+    for name in names_used(function.__code__):
+        found = [scope.get(name), *(getattr(module, name, None) for module in modules)]
+        if any(reaches_integration(target, seen) for target in found if target is not None):
+            return True
+    return False
+
+
+def names_used(code: types.CodeType) -> Iterator[str]:
+    """The global and attribute names a function uses, in its nested functions too."""
+    yield from code.co_names
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            yield from names_used(constant)
+
+
+def defined_in_tests(code: object) -> bool:
+    if isinstance(code, types.ModuleType):
+        return code.__name__.startswith("tests.") or code.__name__ == "tests"
+    if isinstance(code, staticmethod | classmethod):
+        code = code.__func__
+    return str(getattr(code, "__module__", "")).startswith("tests")
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -86,6 +86,21 @@ def free_port() -> int:
         return port
 
 
+# Helpers that run an external tool or something slow (a real Prometheus, a browser, a build).
+# A test that uses one, directly or through other test code or a fixture, is marked
+# `integration` at collection (tests/conftest.py), so `pytest -m 'not integration'` leaves
+# it out of the fast loop (README: Development) without a decorator to remember.
+INTEGRATION_HELPERS: set[Callable[..., Any]] = set()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def integration(helper: F) -> F:
+    """Mark a helper as needing an external tool: every test using it is `integration`."""
+    INTEGRATION_HELPERS.add(helper)
+    return helper
+
+
+@integration
 def require_tool(name: str) -> str:
     """The path of an external tool; skip (fail in CI) with the reason when it is missing."""
     path = shutil.which(name)
@@ -95,6 +110,28 @@ def require_tool(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@integration
+def promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `promtool ARGS` from the repository root (its output as text, never raising)."""
+    return subprocess.run(
+        [require_tool("promtool"), *args],
+        input=None if stdin is None else stdin.decode(),
+        capture_output=True,
+        text=True,
+        cwd=README.parent,
+        timeout=120,
+        check=False,
+    )
+
+
+def assert_promtool_accepts_metrics(exposition: bytes) -> None:
+    """`promtool check metrics` accepts the exposition and has nothing to say about it."""
+    result = promtool("check", "metrics", stdin=exposition)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # promtool prints lint findings (missing HELP, bad suffixes ...) even when it exits 0.
+    assert result.stdout + result.stderr == "", result.stdout + result.stderr
 
 
 def no_secret_in(texts: Iterable[str | bytes], secret: str) -> None:

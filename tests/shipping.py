@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from exporter.demo import demo_accounts
-from tests.helpers import Samples, accounts_in, samples
+from tests.helpers import Samples, accounts_in, integration, samples
 
 ROOT = Path(__file__).parent.parent
 
@@ -29,6 +29,7 @@ def tracked_files() -> list[str]:
     return sorted(name for name in listing if (ROOT / name).is_file())
 
 
+@integration  # for builds: of a wheel, of an image
 def copy_checkout(destination: Path) -> Path:
     """A clean copy of the checkout: builds write into it (egg-info, build/), not the repo."""
     for name in tracked_files():

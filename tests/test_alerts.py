@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import require_tool
+from tests.helpers import promtool, require_tool
 
 ROOT = Path(__file__).parent.parent
 RULES = sorted((ROOT / "alerts" / "rules").glob("*.yml"))
@@ -32,15 +32,13 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_rules_pass_promtool_check() -> None:
-    promtool = require_tool("promtool")
-    result = run(promtool, "check", "rules", *map(str, RULES))
+    result = promtool("check", "rules", *map(str, RULES))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WARNING" not in result.stdout + result.stderr
 
 
 def test_rule_unit_tests_pass() -> None:
-    promtool = require_tool("promtool")
-    result = run(promtool, "test", "rules", *map(str, RULE_TESTS))
+    result = promtool("test", "rules", *map(str, RULE_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+# Starts the fake provider and the exporter as processes and scrapes them for a while.
+pytestmark = pytest.mark.integration
 
 
 def test_quick_benchmark_prints_the_whole_table() -> None:

@@ -3,7 +3,6 @@ series they give, while USD accounts keep their series as they were."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -17,7 +16,14 @@ from exporter.metrics import AccountCollector
 from exporter.model import Reason
 from exporter.simulator import SimAccount, Simulator
 from exporter.upstream import Upstream
-from tests.helpers import README, readme_yaml, require_tool, samples, series_of, value
+from tests.helpers import (
+    README,
+    assert_promtool_accepts_metrics,
+    readme_yaml,
+    samples,
+    series_of,
+    value,
+)
 
 KEY = "cur-key-0123456789abcdef"
 
@@ -283,7 +289,6 @@ async def test_low_balance_of_a_usd_account_is_the_usd_threshold(
 async def test_promtool_accepts_the_currency_series(
     simulator: Simulator, upstream: Upstream
 ) -> None:
-    promtool = require_tool("promtool")
     simulator.add("json", SimAccount(KEY, payload={"money": 99, "cur": "CNY"}))
     simulator.add("json", SimAccount("rub-key", payload={"money": 420, "cur": "x"}))
     rub = json_account(simulator, {"balance": "money"}, currency="RUB", low_balance=500)
@@ -293,17 +298,7 @@ async def test_promtool_accepts_the_currency_series(
     body = exposition(await Engine(config, upstream).collect()).encode()
     assert b'currency="CNY"' in body
     assert b'currency="RUB"' in body
-    check = await asyncio.create_subprocess_exec(
-        promtool,
-        "check",
-        "metrics",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await check.communicate(body)
-    assert check.returncode == 0, (stdout, stderr)
-    assert stdout + stderr == b"", (stdout, stderr)
+    assert_promtool_accepts_metrics(body)
 
 
 # -- the README's example ---------------------------------------------------------------

@@ -18,7 +18,7 @@ import trustme
 import yaml
 
 from exporter.webconfig import load_web_config
-from tests.helpers import readme_yaml, require_tool
+from tests.helpers import promtool, readme_yaml, require_tool
 
 ROOT = Path(__file__).parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -66,7 +66,6 @@ def test_every_mounted_path_exists() -> None:
 
 
 def test_prometheus_config_passes_promtool_with_the_mounted_rules(tmp_path: Path) -> None:
-    promtool = require_tool("promtool")
     service = compose()["services"]["prometheus"]
     flag = next(a for a in service["command"] if a.startswith("--config.file="))
     config_path = on_host("prometheus", flag.split("=", 1)[1])
@@ -75,9 +74,7 @@ def test_prometheus_config_passes_promtool_with_the_mounted_rules(tmp_path: Path
     config["rule_files"] = [str(on_host("prometheus", p)) for p in config["rule_files"]]
     local = tmp_path / "prometheus.yml"
     local.write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [promtool, "check", "config", str(local)], capture_output=True, text=True, check=False
-    )
+    result = promtool("check", "config", str(local))
     assert result.returncode == 0, result.stdout + result.stderr
     shipped = sum(
         len(group["rules"])
@@ -211,6 +208,7 @@ def test_every_copy_source_is_in_the_build_context() -> None:
             assert any(f == source or f.startswith(source + "/") for f in context), source
 
 
+@pytest.mark.integration  # pip installs the build context into a fresh venv
 @pytest.mark.timeout(600)
 def test_the_build_context_installs_and_runs(tmp_path: Path) -> None:
     """What the image's build stage does, minus Docker: install the context into a fresh venv
@@ -248,7 +246,6 @@ def test_the_build_context_installs_and_runs(tmp_path: Path) -> None:
 
 
 def test_readme_prometheus_examples_pass_promtool(tmp_path: Path) -> None:
-    promtool = require_tool("promtool")
     blocks = [b for b in readme_yaml("## Security and deployment") if "scrape_configs" in b]
     assert len(blocks) == 2  # behind TLS and basic auth; /probe with relabelling
     for index, block in enumerate(blocks):
@@ -259,9 +256,7 @@ def test_readme_prometheus_examples_pass_promtool(tmp_path: Path) -> None:
             block = block.replace(path, str(local))
         config = tmp_path / f"prometheus-{index}.yml"
         config.write_text(block)
-        result = subprocess.run(
-            [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False
-        )
+        result = promtool("check", "config", str(config))
         assert result.returncode == 0, block + result.stdout + result.stderr
 
 

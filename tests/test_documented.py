@@ -88,7 +88,7 @@ def web_config_keys() -> list[str]:
 async def endpoints() -> list[str]:
     upstream = Upstream(max_concurrency=1)
     try:
-        only = account("only", "datalabs", "key", "http://127.0.0.1:1")
+        only = account("only", "datalabs", "documented-0f3c9a1e7b", "http://127.0.0.1:1")
         config = build_config({"accounts": [only]}, source="test")
         exporter = Exporter(Engine(config, upstream))
         paths = {

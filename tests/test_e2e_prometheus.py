@@ -39,7 +39,7 @@ PROBED = ["capmonster-low", "anticaptcha-main"]
 BURN_RATE_DATA_AFTER = 65.0
 DEADLINE = 180.0
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 @dataclass

@@ -19,7 +19,14 @@ from exporter.model import Credit, Reading, Reason
 from exporter.simulator import Fault, SimAccount, Simulator, delay, respond
 from exporter.upstream import Upstream
 from tests.conftest import ExporterFactory
-from tests.helpers import account, no_secret_in, readme_yaml, require_tool, samples, value
+from tests.helpers import (
+    account,
+    assert_promtool_accepts_metrics,
+    no_secret_in,
+    readme_yaml,
+    samples,
+    value,
+)
 
 KEY = "hj-key-0123456789abcdef"
 SECTION = "## Any JSON balance API: http_json"
@@ -704,23 +711,12 @@ async def test_a_failure_shows_up_0_and_no_balance(
 async def test_promtool_accepts_http_json_series(
     simulator: Simulator, make_exporter: ExporterFactory
 ) -> None:
-    promtool = require_tool("promtool")
     simulator.add("json", SimAccount(KEY, payload=full_payload(3)))
     _, client = await make_exporter(
         {"accounts": [json_account(simulator, values=ALL_VALUES, low_balance_usd=1)]}
     )
     body = await (await client.get("/metrics")).read()
-    check = await asyncio.create_subprocess_exec(
-        promtool,
-        "check",
-        "metrics",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await check.communicate(body)
-    assert check.returncode == 0, (stdout, stderr)
-    assert stdout + stderr == b"", (stdout, stderr)
+    assert_promtool_accepts_metrics(body)
 
 
 # -- the README's examples --------------------------------------------------------------

@@ -17,6 +17,9 @@ import pytest
 from tests.helpers import free_port, require_tool
 from tests.shipping import copy_checkout, demo_account_names, scrape_until, tracked_files
 
+# Builds an sdist and a wheel and installs them into fresh venvs: minutes, not seconds.
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -341,6 +341,7 @@ def test_readme_help_lines_are_the_real_ones() -> None:
 # -- make run's own output ------------------------------------------------------------------
 
 
+@pytest.mark.integration  # make reinstalls the package into .venv
 def test_make_run_installs_quietly_and_runs_the_code_of_the_checkout() -> None:
     if not (ROOT / ".venv" / "bin" / "python").exists():
         pytest.skip("no .venv: run the tests through make test")

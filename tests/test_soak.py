@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from exporter.simulator import (
     NGINX_502,
@@ -24,6 +25,9 @@ from exporter.simulator import (
 )
 from tests.conftest import ExporterFactory
 from tests.helpers import account, samples
+
+# 10,000 scrapes: the longest test of all, for the full run only.
+pytestmark = pytest.mark.integration
 
 SCRAPES = 10_000
 WINDOW = 1_000

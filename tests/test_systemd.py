@@ -15,6 +15,9 @@ import pytest
 from tests.helpers import IN_CI, require_tool
 from tests.shipping import ROOT
 
+# systemd-analyze and unshare, Debian tools outside the fast loop.
+pytestmark = pytest.mark.integration
+
 UNIT = ROOT / "deploy" / "systemd" / "apibalance-exporter.service"
 ENVIRONMENT = ROOT / "deploy" / "systemd" / "apibalance-exporter.env"
 VENV_SCRIPT = ROOT / ".venv" / "bin" / "apibalance-exporter"
