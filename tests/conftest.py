@@ -50,7 +50,13 @@ def reaches_integration(code: object, seen: set[int]) -> bool:
     if not isinstance(function, types.FunctionType):
         return False
     scope = function.__globals__
-    modules = [v for v in scope.values() if isinstance(v, types.ModuleType) and defined_in_tests(v)]
+    helper_modules = {helper.__module__ for helper in INTEGRATION_HELPERS}
+    modules = [
+        value
+        for value in scope.values()
+        if isinstance(value, types.ModuleType)
+        and (defined_in_tests(value) or value.__name__ in helper_modules)
+    ]
     for name in names_used(function.__code__):
         found = [scope.get(name), *(getattr(module, name, None) for module in modules)]
         if any(reaches_integration(target, seen) for target in found if target is not None):

@@ -92,6 +92,8 @@ def free_port() -> int:
 # it out of the fast loop (README: Development) without a decorator to remember.
 INTEGRATION_HELPERS: set[Callable[..., Any]] = set()
 F = TypeVar("F", bound=Callable[..., Any])
+# A test that looks a program up on PATH needs it (a browser, a container runtime ...).
+INTEGRATION_HELPERS.add(shutil.which)
 
 
 def integration(helper: F) -> F:

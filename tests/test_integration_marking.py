@@ -4,6 +4,7 @@ external tool, including tests written after this one, with no decorator to reme
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def in_a_nested_function() -> Callable[[], None]:
     return later
 
 
+def looks_a_program_up() -> str | None:
+    return shutil.which("chromium")
+
+
 def plain() -> None:
     samples("")
 
@@ -57,6 +62,7 @@ def plain() -> None:
         ("through_a_class", True),
         ("through_a_module", True),
         ("in_a_nested_function", True),
+        ("looks_a_program_up", True),
         ("plain", False),
     ],
 )
