@@ -45,6 +45,14 @@ def register_secret(secret: str) -> None:
         _short_secrets[secret] = re.compile(f"(?<!{_WORD}){re.escape(secret)}(?!{_WORD})")
 
 
+def forget_secrets() -> None:
+    """Forget every registered key (a fresh process knows none; the tests start each so)."""
+    _secrets.clear()
+    _by_prefix.clear()
+    _whole_secrets.clear()
+    _short_secrets.clear()
+
+
 def redact(text: str) -> str:
     """`text` with every registered key, and every echoed start of one, as `<redacted>`."""
     for prefix, secrets in _by_prefix.items():
