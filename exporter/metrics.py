@@ -15,11 +15,10 @@ account that fails or disappears leaves no stale series behind. Sample expositio
 
 from __future__ import annotations
 
-import functools
 import math
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -60,9 +59,12 @@ def _value(number: float) -> str:
     return text + "\n"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # eq=False: hashed by identity, cheaply
 class Family:
-    """One per-account metric family: its name, help, labels and type."""
+    """One per-account metric family: its name, help, labels and type.
+
+    Every family's labels start with the account's (`ACCOUNT_LABELS`).
+    """
 
     name: str
     documentation: str
@@ -70,20 +72,45 @@ class Family:
     counter: bool = False
     # Shown even without samples (prometheus_client writes HELP and TYPE of an empty family).
     always: bool = False
+    # A sample line up to its value is `sample_name`, the account's `{account="..."`, the
+    # family's other labels that sort before `provider`, the account's `,provider="..."`, the
+    # labels after it and `} `: labels sorted by name, as prometheus_client writes them.
+    sample_name: str = field(init=False)
+    # `pieces(())` of a family without labels of its own (None: its pieces depend on values).
+    plain: tuple[str, str, str] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        own = self.labels[len(ACCOUNT_LABELS) :]
+        if self.labels[: len(ACCOUNT_LABELS)] != ACCOUNT_LABELS or min(own, default="b") < "b":
+            # The pieces of a sample line start with `{account="...`, the first label.
+            raise ValueError(
+                f"{self.name}: labels start {ACCOUNT_LABELS}, others sort after account"
+            )
+        sample_name = self.name + "_total" if self.counter else self.name
+        object.__setattr__(self, "sample_name", sample_name)
+        object.__setattr__(self, "plain", None if own else self.pieces(()))
+
+    def pieces(self, values: tuple[str, ...]) -> tuple[str, str, str]:
+        """The sample name, and the text before and after the `provider` label, of a sample
+        whose labels after the account's have these (escaped) values."""
+        pairs = sorted(zip(self.labels[len(ACCOUNT_LABELS) :], values, strict=True))
+        before = "".join(f',{label}="{value}"' for label, value in pairs if label < "provider")
+        after = "".join(f',{label}="{value}"' for label, value in pairs if label > "provider")
+        return self.sample_name, before, after + "} "
 
     def metric(self) -> GaugeMetricFamily | CounterMetricFamily:
         kind = CounterMetricFamily if self.counter else GaugeMetricFamily
         return kind(self.name, self.documentation, labels=self.labels)
 
-    def header(self, openmetrics: bool) -> tuple[str, str]:
-        """The HELP and TYPE lines, and the name every sample line starts with."""
+    def header(self, openmetrics: bool) -> str:
+        """The HELP and TYPE lines."""
         kind = "counter" if self.counter else "gauge"
-        sample = self.name + "_total" if self.counter else self.name
         if openmetrics:
             help_text = _escape_value(self.documentation)
-            return f"# HELP {self.name} {help_text}\n# TYPE {self.name} {kind}\n", sample
+            return f"# HELP {self.name} {help_text}\n# TYPE {self.name} {kind}\n"
+        sample = self.sample_name
         help_text = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        return f"# HELP {sample} {help_text}\n# TYPE {sample} {kind}\n", sample
+        return f"# HELP {sample} {help_text}\n# TYPE {sample} {kind}\n"
 
 
 UP = Family(
@@ -179,15 +206,15 @@ ACCOUNT_FAMILIES = (
     ERRORS,
 )
 _HEADERS = {
-    openmetrics: tuple(family.header(openmetrics) for family in ACCOUNT_FAMILIES)
+    openmetrics: {family: family.header(openmetrics) for family in ACCOUNT_FAMILIES}
     for openmetrics in (False, True)
 }
-# Every reason's line of an account; {0} is `{account="...",provider="..."`.
-_REASON_ORDER = tuple(Reason)  # iterating a tuple is much cheaper than iterating the enum
-_ERROR_LINES = "".join(
-    ERRORS.name + '_total{0},reason="' + reason.value + '"}} {' + str(i) + "}"
-    for i, reason in enumerate(Reason, 1)
-)
+# Each reason and its label values, made once: an enum member's `.value` is slow to read.
+_REASON_LABELS = tuple((reason, (reason.value,)) for reason in Reason)
+
+# A series of an account: its family, the values of the family's labels after the account's
+# own (`ACCOUNT_LABELS`), and its value.
+Series = tuple[Family, tuple[str, ...], float]
 
 
 def threshold_in_currency_of(snapshot: Snapshot) -> tuple[float, str] | None:
@@ -200,9 +227,48 @@ def threshold_in_currency_of(snapshot: Snapshot) -> tuple[float, str] | None:
     return account.low_balance, currency
 
 
-@functools.lru_cache(maxsize=1024)
-def _count_value(count: int) -> str:
-    return _value(float(count))
+def account_series(snapshot: Snapshot) -> Iterator[Series]:
+    """Every series one scrape shows of one account: the one description both renderers of
+    `AccountCollector` follow."""
+    account = snapshot.account
+    outcome = snapshot.outcome
+    reading = outcome.reading
+    yield UP, (), 1.0 if outcome.error is None else 0.0
+    if reading is not None:
+        if reading.balance_usd is not None:
+            yield BALANCE, (), reading.balance_usd
+        if reading.balance is not None and reading.currency is not None:
+            yield BALANCE_IN_CURRENCY, (reading.currency,), reading.balance
+        for credit in reading.credits:
+            yield CREDITS, (credit.credit_type, credit.pool), credit.value
+        if reading.daily_limit_remaining is not None:
+            yield LIMIT_LEFT, (), reading.daily_limit_remaining
+        if reading.daily_limit_reset_seconds is not None:
+            yield LIMIT_RESET, (), reading.daily_limit_reset_seconds
+        for spend in reading.spend:
+            queue = (spend.queue,)
+            yield HOURLY_SPEND, queue, spend.hourly_spend_usd
+            yield HOURLY_TASKS, queue, spend.hourly_tasks
+            yield DAILY_SPEND, queue, spend.daily_spend_usd
+            yield DAILY_TASKS, queue, spend.daily_tasks
+    if account.low_balance_usd is not None:
+        yield THRESHOLD, (), account.low_balance_usd
+    elif (low := threshold_in_currency_of(snapshot)) is not None:
+        amount, currency = low
+        if currency == USD:
+            yield THRESHOLD, (), amount
+        else:
+            yield THRESHOLD_IN_CURRENCY, (currency,), amount
+    yield DURATION, (), outcome.duration
+    if snapshot.last_success_wall is not None:
+        yield LAST_SUCCESS, (), snapshot.last_success_wall
+    counts = snapshot.errors
+    for reason, labels in _REASON_LABELS:
+        yield ERRORS, labels, counts[reason]
+
+
+# Values most samples have (error counts, up), written without working them out again.
+_COMMON_VALUES = {float(n): _value(float(n)) for n in range(100)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +278,8 @@ class ReloadStatus:
 
 
 class AccountCollector(Collector):
-    """Per-account series of one scrape (everything `/probe` returns).
+    """Per-account series of one scrape (everything `/probe` returns), as `account_series`
+    describes them.
 
     `collect()` gives them to prometheus_client; `exposition()` writes the same text itself,
     which is what `render()` uses: on a scrape of many accounts it is several times faster.
@@ -222,78 +289,12 @@ class AccountCollector(Collector):
         self._snapshots = snapshots
 
     def collect(self) -> Iterator[Metric]:
-        snapshots = self._snapshots
-        up = UP.metric()
-        balance = BALANCE.metric()
-        balance_in_currency = BALANCE_IN_CURRENCY.metric()
-        credits = CREDITS.metric()
-        limit_left = LIMIT_LEFT.metric()
-        limit_reset = LIMIT_RESET.metric()
-        hourly_spend = HOURLY_SPEND.metric()
-        hourly_tasks = HOURLY_TASKS.metric()
-        daily_spend = DAILY_SPEND.metric()
-        daily_tasks = DAILY_TASKS.metric()
-        threshold = THRESHOLD.metric()
-        threshold_in_currency = THRESHOLD_IN_CURRENCY.metric()
-        duration = DURATION.metric()
-        last_success = LAST_SUCCESS.metric()
-        errors = ERRORS.metric()
-        for snapshot in snapshots:
-            account = snapshot.account
-            ids = [account.provider_type, account.name]
-            outcome = snapshot.outcome
-            reading = outcome.reading
-            up.add_metric(ids, 1.0 if outcome.ok else 0.0)
-            if reading is not None:
-                if reading.balance_usd is not None:
-                    balance.add_metric(ids, reading.balance_usd)
-                if reading.balance is not None and reading.currency is not None:
-                    balance_in_currency.add_metric([*ids, reading.currency], reading.balance)
-                for credit in reading.credits:
-                    credits.add_metric([*ids, credit.credit_type, credit.pool], credit.value)
-                if reading.daily_limit_remaining is not None:
-                    limit_left.add_metric(ids, reading.daily_limit_remaining)
-                if reading.daily_limit_reset_seconds is not None:
-                    limit_reset.add_metric(ids, reading.daily_limit_reset_seconds)
-                for spend in reading.spend:
-                    labels = [*ids, spend.queue]
-                    hourly_spend.add_metric(labels, spend.hourly_spend_usd)
-                    hourly_tasks.add_metric(labels, spend.hourly_tasks)
-                    daily_spend.add_metric(labels, spend.daily_spend_usd)
-                    daily_tasks.add_metric(labels, spend.daily_tasks)
-            if account.low_balance_usd is not None:
-                threshold.add_metric(ids, account.low_balance_usd)
-            elif (low := threshold_in_currency_of(snapshot)) is not None:
-                if low[1] == USD:
-                    threshold.add_metric(ids, low[0])
-                else:
-                    threshold_in_currency.add_metric([*ids, low[1]], low[0])
-            duration.add_metric(ids, outcome.duration)
-            if snapshot.last_success_wall is not None:
-                last_success.add_metric(ids, snapshot.last_success_wall)
-            for reason in Reason:
-                errors.add_metric([*ids, reason.value], float(snapshot.errors[reason]))
-        for family, metric in zip(
-            ACCOUNT_FAMILIES,
-            (
-                up,
-                balance,
-                balance_in_currency,
-                credits,
-                limit_left,
-                limit_reset,
-                hourly_spend,
-                hourly_tasks,
-                daily_spend,
-                daily_tasks,
-                threshold,
-                threshold_in_currency,
-                duration,
-                last_success,
-                errors,
-            ),
-            strict=True,
-        ):
+        metrics = {family: family.metric() for family in ACCOUNT_FAMILIES}
+        for snapshot in self._snapshots:
+            ids = (snapshot.account.provider_type, snapshot.account.name)
+            for family, labels, value in account_series(snapshot):
+                metrics[family].add_metric((*ids, *labels), value)
+        for family, metric in metrics.items():
             if family.always or metric.samples:
                 yield metric
 
@@ -302,93 +303,42 @@ class AccountCollector(Collector):
         OpenMetrics, without `# EOF`), byte for byte what prometheus_client would write.
 
         prometheus_client spends most of a scrape of many accounts building sample objects
-        and escaping names one character at a time; here names are constants, label values
-        are escaped once per account, and each sample is one string concatenation.
+        and escaping names one character at a time; here the text around label values is
+        made once per family (and label values other than the account's), the account's
+        label values are escaped once per account, and each sample is a few concatenations.
         """
-        lines: tuple[list[str], ...] = tuple([] for _ in ACCOUNT_FAMILIES)
-        (
-            up,
-            balance,
-            balance_in_currency,
-            credits,
-            limit_left,
-            limit_reset,
-            hourly_spend,
-            hourly_tasks,
-            daily_spend,
-            daily_tasks,
-            threshold,
-            threshold_in_currency,
-            duration,
-            last_success,
-            errors,
-        ) = lines
+        lines: dict[Family, list[str]] = {family: [] for family in ACCOUNT_FAMILIES}
         go = _value
-        count = _count_value
-        error_lines = _ERROR_LINES.format
-        reasons = _REASON_ORDER
+        common = _COMMON_VALUES.get
+        escape = _escape_value
+        # The same few label values (reasons, queues, credit types) come back on every account.
+        pieces_of: dict[Family, dict[tuple[str, ...], tuple[str, str, str]]] = {
+            family: {} for family in ACCOUNT_FAMILIES
+        }
         for snapshot in self._snapshots:
             account = snapshot.account
-            # `{account="...",provider="..."`: label names in sorted order, as prometheus_client.
-            name = _escape_value(account.name)
-            provider = f'",provider="{_escape_value(account.provider_type)}"'
-            ids = '{account="' + name + provider + "} "
-            outcome = snapshot.outcome
-            reading = outcome.reading
-            up.append(ids + ("1.0\n" if outcome.error is None else "0.0\n"))
-            if reading is not None:
-                if reading.balance_usd is not None:
-                    balance.append(ids + go(reading.balance_usd))
-                if reading.balance is not None and reading.currency is not None:
-                    balance_in_currency.append(
-                        f'{{account="{name}",currency="{_escape_value(reading.currency)}'
-                        f"{provider}}} " + go(reading.balance)
-                    )
-                for credit in reading.credits:
-                    credits.append(
-                        f'{{account="{name}",credit_type="{_escape_value(credit.credit_type)}"'
-                        f',pool="{_escape_value(credit.pool)}{provider}}} ' + go(credit.value)
-                    )
-                if reading.daily_limit_remaining is not None:
-                    limit_left.append(ids + go(reading.daily_limit_remaining))
-                if reading.daily_limit_reset_seconds is not None:
-                    limit_reset.append(ids + go(reading.daily_limit_reset_seconds))
-                for spend in reading.spend:
-                    queue = f'{{account="{name}{provider},queue="{_escape_value(spend.queue)}"}} '
-                    hourly_spend.append(queue + go(spend.hourly_spend_usd))
-                    hourly_tasks.append(queue + go(spend.hourly_tasks))
-                    daily_spend.append(queue + go(spend.daily_spend_usd))
-                    daily_tasks.append(queue + go(spend.daily_tasks))
-            if account.low_balance_usd is not None:
-                threshold.append(ids + go(account.low_balance_usd))
-            elif (low := threshold_in_currency_of(snapshot)) is not None:
-                if low[1] == USD:
-                    threshold.append(ids + go(low[0]))
+            name = '{account="' + escape(account.name) + '"'
+            provider = ',provider="' + escape(account.provider_type) + '"'
+            ids = name + provider
+            for family, labels, value in account_series(snapshot):
+                pieces = family.plain
+                if pieces is None:
+                    known = pieces_of[family]
+                    pieces = known.get(labels)
+                    if pieces is None:
+                        pieces = known[labels] = family.pieces(tuple(map(escape, labels)))
+                sample_name, before, after = pieces
+                text = common(value) or go(value)
+                if before:
+                    lines[family].append(sample_name + name + before + provider + after + text)
                 else:
-                    threshold_in_currency.append(
-                        f'{{account="{name}",currency="{_escape_value(low[1])}{provider}}} '
-                        + go(low[0])
-                    )
-            duration.append(ids + go(outcome.duration))
-            if snapshot.last_success_wall is not None:
-                last_success.append(ids + go(snapshot.last_success_wall))
-            counts = snapshot.errors
-            errors.append(
-                error_lines('{account="' + name + provider, *[count(counts[r]) for r in reasons])
-            )
+                    lines[family].append(sample_name + ids + after + text)
+        headers = _HEADERS[openmetrics]
         out: list[str] = []
-        for (header, sample_name), family, samples in zip(
-            _HEADERS[openmetrics], ACCOUNT_FAMILIES, lines, strict=True
-        ):
+        for family, samples in lines.items():
             if samples or family.always:
-                out.append(header)
-                if family is ERRORS:
-                    # Each entry is the whole block of an account, sample names included.
-                    out.extend(samples)
-                else:
-                    for line in samples:
-                        out.append(sample_name)
-                        out.append(line)
+                out.append(headers[family])
+                out.extend(samples)
         return "".join(out)
 
 
