@@ -320,7 +320,7 @@ def test_account_down_runbook_covers_every_reason() -> None:
 
 def real_help_lines() -> dict[str, str]:
     """The HELP line of every family /metrics writes, by metric name."""
-    headers = [family.header(False)[0] for family in ACCOUNT_FAMILIES]
+    headers = [family.header(False) for family in ACCOUNT_FAMILIES]
     exporter, _ = render([ExporterCollector(lambda: ReloadStatus(True, 0.0))], None)
     lines = "".join(headers).splitlines() + exporter.decode().splitlines()
     return {line.split()[2]: line for line in lines if line.startswith("# HELP ")}
