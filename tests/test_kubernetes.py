@@ -286,3 +286,11 @@ def test_the_readme_overlay_sets_namespace_image_and_config(tmp_path: Path) -> N
     [text] = config_map["data"].values()
     assert yaml.safe_load(text)["accounts"][0]["name"] == "from-the-overlay"
     assert mounts(objects)["config"][1]["configMap"]["name"] == config_map["metadata"]["name"]
+
+
+def test_every_object_fits_kubectl_apply(rendered: list[Object]) -> None:
+    """Client-side `kubectl apply` keeps a copy of each object in an annotation, which may not
+    exceed 256 KiB: a dashboard ConfigMap growing past that could no longer be applied."""
+    for o in rendered:
+        size = len(json.dumps(o, separators=(",", ":")).encode())
+        assert size < 262144, f"{o['kind']} {o['metadata']['name']} is {size} bytes"

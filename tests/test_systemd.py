@@ -8,6 +8,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 UNIT = ROOT / "deploy" / "systemd" / "apibalance-exporter.service"
 ENVIRONMENT = ROOT / "deploy" / "systemd" / "apibalance-exporter.env"
-VENV_SCRIPT = ROOT / ".venv" / "bin" / "apibalance-exporter"
+# The console script of the environment running the tests (make test: .venv).
+VENV_SCRIPT = Path(sys.executable).parent / "apibalance-exporter"
 
 
 def directives(section: str) -> list[tuple[str, str]]:
