@@ -7,7 +7,13 @@ bcrypt is slow on purpose (tens of milliseconds at cost 10), so:
   wrong user costs the same time as a wrong password and names cannot be probed;
 - outcomes are cached under an HMAC of user, hash and the presented password (a random key
   per process, so the cache holds no password and no usable digest of one); a changed
-  password or hash is a different entry, and concurrent checks of one entry share one bcrypt.
+  password or hash is a different entry, and concurrent checks of one entry share one bcrypt;
+- verified logins are cached apart from failures, so a flood of wrong passwords, however
+  many and however varied, never pushes a real client's login out of the cache: a client
+  once logged in never waits for bcrypt again;
+- at most `MAX_PENDING_PER_WORKER` checks per thread wait their turn; beyond that a login
+  that needs bcrypt is refused at once (429), instead of joining a queue that would make
+  every newcomer, the real Prometheus included, wait for the whole flood.
 """
 
 from __future__ import annotations
@@ -27,26 +33,36 @@ from concurrent.futures import ThreadPoolExecutor
 import bcrypt
 from aiohttp import web
 
+from exporter.connections import RateLimitedLog
 from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-CACHE_SIZE = 1024
+CACHE_SIZE = 1024  # entries, each of successes and of failures
+# bcrypt checks waiting or running per thread: a wait of well under a second at cost 10.
+MAX_PENDING_PER_WORKER = 8
+RETRY_AFTER_SECONDS = 1
 # bcrypt reads at most 72 bytes; Go's bcrypt (the toolkit's) refuses longer passwords, so do we.
 BCRYPT_MAX_PASSWORD_BYTES = 72
 REALM = 'Basic realm="apibalance-exporter", charset="UTF-8"'
+
+
+class TooManyLogins(Exception):
+    """More logins wait for bcrypt than the pool works through in a moment."""
 
 
 class BasicAuth:
     def __init__(self, users: Mapping[str, bytes], *, workers: int | None = None) -> None:
         self._users = dict(users)
         self._cache_key = secrets.token_bytes(32)
-        self._cache: OrderedDict[bytes, bool] = OrderedDict()
+        self._successes: OrderedDict[bytes, None] = OrderedDict()
+        self._failures: OrderedDict[bytes, None] = OrderedDict()
         self._inflight: dict[bytes, asyncio.Future[bool]] = {}
-        self._executor = ThreadPoolExecutor(
-            max_workers=workers or min(4, os.cpu_count() or 1), thread_name_prefix="bcrypt"
-        )
+        workers = workers or min(4, os.cpu_count() or 1)
+        self.max_pending = workers * MAX_PENDING_PER_WORKER
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt")
+        self._refusals = RateLimitedLog("too many logins waiting for bcrypt; refusing", 10.0)
         cost = max((int(h[4:6]) for h in self._users.values()), default=10)
         self.bcrypt_checks = 0
         self._dummy_hash = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(cost))
@@ -57,33 +73,45 @@ class BasicAuth:
         self._executor.shutdown(wait=False)
 
     async def check(self, authorization: str | None) -> str | None:
-        """The authenticated user name, or None."""
+        """The authenticated user name, or None. Raises TooManyLogins when the credentials
+        need a bcrypt check and too many already wait for one."""
         credentials = parse_basic(authorization)
         if credentials is None:
             return None
         user, password = credentials
         hashed = self._users.get(user)
         key = self._entry(user.encode(), hashed or b"", password)
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)
-            return user if cached else None
+        if key in self._successes:
+            self._successes.move_to_end(key)
+            return user
+        if key in self._failures:
+            self._failures.move_to_end(key)
+            return None
         pending = self._inflight.get(key)
         if pending is None:
+            if len(self._inflight) >= self.max_pending:
+                self._refusals.hit(max_pending=str(self.max_pending))
+                raise TooManyLogins
             self.bcrypt_checks += 1
             loop = asyncio.get_running_loop()
             pending = loop.run_in_executor(
                 self._executor, _verify, password, hashed or self._dummy_hash, hashed is not None
             )
             self._inflight[key] = pending
-            try:
-                ok = await asyncio.shield(pending)
-            finally:
-                self._inflight.pop(key, None)
-            self._remember(key, ok)
-        else:
-            ok = await asyncio.shield(pending)
+            # Counted until bcrypt is done, not until the request waiting for it goes away:
+            # a client hanging up does not take its check out of the queue.
+            pending.add_done_callback(lambda done: self._finished(key, done))
+        ok = await asyncio.shield(pending)
         return user if ok else None
+
+    def _finished(self, key: bytes, done: asyncio.Future[bool]) -> None:
+        self._inflight.pop(key, None)
+        if done.cancelled() or done.exception() is not None:
+            return
+        cache = self._successes if done.result() else self._failures
+        cache[key] = None
+        if len(cache) > CACHE_SIZE:
+            cache.popitem(last=False)
 
     def _entry(self, *parts: bytes) -> bytes:
         # Length-prefixed, so no choice of user and password can collide with another
@@ -93,11 +121,6 @@ class BasicAuth:
             mac.update(len(part).to_bytes(8, "big"))
             mac.update(part)
         return mac.digest()
-
-    def _remember(self, key: bytes, ok: bool) -> None:
-        self._cache[key] = ok
-        if len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
 
 
 def _verify(password: bytes, hashed: bytes, known_user: bool) -> bool:
@@ -168,7 +191,17 @@ class GuardHolder:
         ):
             return _with(headers, web.Response(status=403, text="client certificate not allowed\n"))
         if guard.auth is not None:
-            user = await guard.auth.check(request.headers.get("Authorization"))
+            try:
+                user = await guard.auth.check(request.headers.get("Authorization"))
+            except TooManyLogins:
+                return _with(
+                    headers,
+                    web.Response(
+                        status=429,
+                        text="too many logins being checked; try again\n",
+                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                    ),
+                )
             if user is None:
                 log.debug(
                     "basic auth failed", extra={"path": request.path, "peer": request.remote or ""}

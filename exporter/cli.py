@@ -43,6 +43,10 @@ DEFAULT_CONFIG = "apibalance.yml"
 DEFAULT_LISTEN = ":9877"
 # How long SIGTERM waits for scrapes in flight before closing their connections.
 SHUTDOWN_GRACE_SECONDS = 15.0
+# Connections the kernel queues before they are accepted (it caps this at somaxconn). With
+# aiohttp's 128, a burst of connections fills the queue and a scraper's connection waits
+# for a SYN retransmission, a second or more; the cap on open connections sorts them out.
+LISTEN_BACKLOG = 4096
 # Allocations between young collections (CPython's default is 700); see settle_heap.
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -290,7 +294,14 @@ async def start(
     ssl_context = web_config.ssl_context if web_config is not None else None
     try:
         for host, port in addresses:
-            site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
+            site = web.TCPSite(
+                runner,
+                host,
+                port,
+                reuse_address=True,
+                ssl_context=ssl_context,
+                backlog=LISTEN_BACKLOG,
+            )
             await site.start()
             log.info(
                 "listening",

@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import http.client
-import select
 import socket
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +24,15 @@ import trustme
 from exporter.cli import Running, parse_args, start
 from exporter.http import Exporter
 from exporter.simulator import SimAccount, Simulator
+from tests.attacks import (
+    UNFINISHED_HEAD,
+    close_all,
+    closed_by_server,
+    connect,
+    http_get,
+    http_status,
+    password_flood,
+)
 from tests.helpers import (
     ExporterProcess,
     account,
@@ -285,7 +293,56 @@ async def test_a_flood_of_wrong_passwords_does_not_block_scrapes(serve: Serve) -
     assert status == 200
     assert 'apibalance_balance_usd{account="labs",provider="datalabs"} 12.5' in text
     assert not all(task.done() for task in flood)
-    assert [result[0] for result in await asyncio.gather(*flood)] == [401] * 40
+    # Beyond the checks the bcrypt threads work through in a moment: 429 at once.
+    statuses = [result[0] for result in await asyncio.gather(*flood)]
+    assert statuses.count(401) == min(40, served.auth.max_pending)
+    assert set(statuses) <= {401, 429}
+
+
+FLOOD = 1600
+
+
+def test_a_wrong_password_flood_never_locks_out_a_logged_in_client(tmp_path: Path) -> None:
+    """1,600 different wrong passwords at once, more than the login cache holds: Prometheus,
+    logged in before, is answered at once during the flood and after it, without bcrypt."""
+    raise_file_limit()
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(f"basic_auth_users:\n  prometheus: {hashed(PASSWORD, cost=10)}\n")
+    good = basic("prometheus", PASSWORD)
+    # Room for every connection: the point here is the logins, not the connection cap.
+    with ExporterProcess(
+        "--demo", "--web.config.file", str(web_config), "--web.max-connections", "4000"
+    ) as exporter:
+        assert http_get(exporter.port, "/-/healthy", good)[0] == 200
+        answers: list[list[int | None]] = []
+        flood = threading.Thread(
+            target=lambda: answers.append(password_flood(exporter.port, FLOOD))
+        )
+        flood.start()
+        during = []
+        while flood.is_alive():
+            during.append(http_get(exporter.port, "/-/healthy", good))
+            time.sleep(0.05)
+        flood.join()
+        after = http_get(exporter.port, "/-/healthy", good)
+    [statuses] = answers
+    print(
+        f"\nwrong-password flood of {FLOOD}: {statuses.count(429)} refused at once (429), "
+        f"{statuses.count(401)} checked (401), {statuses.count(None)} cut off; "
+        f"logged-in client: {len(during)} logins during it, "
+        f"{max(seconds for _, seconds in during) * 1000:.0f} ms at most, "
+        f"{after[1] * 1000:.0f} ms after"
+    )
+    assert set(statuses) <= {401, 429, None}
+    # The queue of bcrypt checks is bounded: most wrong passwords are refused without one.
+    assert statuses.count(429) > statuses.count(401)
+    assert {status for status, _ in [*during, after]} == {200}
+    # Generous bounds: the flood's connections cost the event loop some time to accept and
+    # answer, but not the seconds of queueing behind bcrypt it was (its login pushed out of
+    # the cache, then behind every wrong password).
+    seconds = sorted(seconds for _, seconds in [*during, after])
+    assert seconds[len(seconds) // 2] < 1.0
+    assert seconds[-1] < 5.0
 
 
 # -- TLS ----------------------------------------------------------------------------------
@@ -503,51 +560,12 @@ async def test_a_bad_web_config_on_reload_keeps_the_running_one(serve: Serve) ->
 
 # -- what a client can hold before it logs in --------------------------------------------
 
-# As an attacker would send it: a request head that never ends, of headers just under
-# aiohttp's own limit (8190 bytes), 120 of them (under its 128): about 1 MiB a connection.
-BIG_HEADER = b"X-Padding: " + b"v" * 7980 + b"\r\n"
-UNFINISHED_HEAD = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + BIG_HEADER * 120
-
-
-def http_status(port: int, path: str = "/metrics", timeout: float = 10.0) -> int | None:
-    """The status of a GET, or None when there was no answer at all."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request("GET", path)
-        return connection.getresponse().status
-    except OSError:
-        return None
-    finally:
-        connection.close()
-
-
-def closed_by_server(sock: socket.socket) -> bool:
-    # Nothing is sent to an idle connection but its end (or a refusal before it).
-    readable, _, _ = select.select([sock], [], [], 0)
-    return bool(readable)
-
-
-def flood(port: int, count: int, payload: bytes = b"") -> list[socket.socket]:
-    sockets = []
-    for _ in range(count):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        sockets.append(sock)
-        if payload:
-            with contextlib.suppress(OSError):  # closed on us: what the exporter should do
-                sock.sendall(payload)
-    return sockets
-
-
-def close_all(sockets: list[socket.socket]) -> None:
-    for sock in sockets:
-        sock.close()
-
 
 def test_unfinished_request_heads_cannot_exhaust_memory() -> None:
     raise_file_limit()
     with ExporterProcess("--demo") as exporter:
         before = exporter.rss_bytes()
-        sockets = flood(exporter.port, 300, UNFINISHED_HEAD)
+        sockets = connect(exporter.port, 300, UNFINISHED_HEAD)
         try:
             time.sleep(0.5)
             during = exporter.rss_bytes()
@@ -580,7 +598,7 @@ def test_a_request_head_must_arrive_in_time() -> None:
 
 def test_a_connection_flood_pushes_out_idle_connections_not_scrapers() -> None:
     with ExporterProcess("--demo", "--web.max-connections", "20") as exporter:
-        sockets = flood(exporter.port, 100)
+        sockets = connect(exporter.port, 100)
         try:
             assert http_status(exporter.port) == 200
             time.sleep(0.3)
@@ -609,7 +627,7 @@ def test_out_of_file_descriptors_the_exporter_still_serves_and_logs_little() -> 
     # 400 idle connections against a limit of 256 open files: the cap is lowered below the
     # limit, so accept() never fails, and the scrape still gets in.
     with ExporterProcess("--demo", file_limit=256) as exporter:
-        sockets = flood(exporter.port, 400)
+        sockets = connect(exporter.port, 400)
         try:
             started = time.monotonic()
             status = http_status(exporter.port, timeout=10)

@@ -1,7 +1,7 @@
-"""Soak: 10,000 scrapes with faults mixed in; memory and open sockets stay flat.
+"""Soak: 10,000 scrapes with faults mixed in; memory and open sockets stay flat. And every
+flood a client can send before logging in, at once: the real Prometheus still gets through.
 
-Prints the figures (first window after warm-up against the last window) so a run shows them:
-`pytest tests/test_soak.py -s`.
+Prints the figures so a run shows them: `pytest tests/test_soak.py -s`.
 """
 
 from __future__ import annotations
@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import statistics
+import threading
+import time
 from pathlib import Path
 
 import aiohttp
+import bcrypt
 import pytest
 
 from exporter.simulator import (
@@ -23,8 +27,9 @@ from exporter.simulator import (
     respond,
     truncated_body,
 )
+from tests.attacks import Slowloris, basic, close_all, connect, http_get, password_flood
 from tests.conftest import ExporterFactory
-from tests.helpers import account, samples
+from tests.helpers import ExporterProcess, account, raise_file_limit, samples
 
 # 10,000 scrapes: the longest test of all, for the full run only.
 pytestmark = pytest.mark.integration
@@ -127,3 +132,63 @@ async def test_ten_thousand_scrapes_with_faults(
     assert objects_b - objects_a < 5_000
     assert rss_b - rss_a < 16 << 20
     assert sockets_b - sockets_a <= 3
+
+
+IDLE_CONNECTIONS = 2000
+SLOWLORIS_CONNECTIONS = 500
+WRONG_PASSWORDS = 300
+LEGITIMATE_SCRAPES = 20
+
+
+def test_a_scrape_gets_through_idle_slowloris_and_password_floods_at_once(tmp_path: Path) -> None:
+    raise_file_limit()  # this process holds about 2,800 sockets
+    password = "the real prometheus"
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(f"basic_auth_users:\n  prometheus: {hashed}\n")
+    good = basic("prometheus", password)
+    with ExporterProcess("--demo", "--web.config.file", str(web_config)) as exporter:
+        # Logged in before the attack, as a Prometheus scraping all along would be.
+        assert http_get(exporter.port, "/metrics", good)[0] == 200
+        rss_before = exporter.rss_bytes()
+        idle = connect(exporter.port, IDLE_CONNECTIONS)
+        slowloris = Slowloris(exporter.port, SLOWLORIS_CONNECTIONS)
+        slowloris.start()
+        flood_answers: list[list[int | None]] = []
+        flood = threading.Thread(
+            target=lambda: flood_answers.append(password_flood(exporter.port, WRONG_PASSWORDS))
+        )
+        flood.start()
+        scrapes = []
+        rss_peak = exporter.rss_bytes()
+        try:
+            for _ in range(LEGITIMATE_SCRAPES):
+                scrapes.append(http_get(exporter.port, "/metrics", good))
+                rss_peak = max(rss_peak, exporter.rss_bytes())
+                time.sleep(0.1)
+            flood.join()
+        finally:
+            slowloris.stop()
+            close_all(idle)
+        time.sleep(0.5)
+        rss_after = exporter.rss_bytes()
+        log = exporter.log()
+    [flood_statuses] = flood_answers
+    ok = [seconds for status, seconds in scrapes if status == 200]
+    # A scrape that failed counts as the slowest: the median is of every attempt.
+    median = statistics.median(
+        seconds if status == 200 else float("inf") for status, seconds in scrapes
+    )
+    print(
+        f"\nflood soak: {IDLE_CONNECTIONS} idle connections, {SLOWLORIS_CONNECTIONS} slowloris "
+        f"({slowloris.cut_off} cut off), {WRONG_PASSWORDS} wrong passwords "
+        f"({flood_statuses.count(429)} refused at once, {flood_statuses.count(401)} checked)\n"
+        f"  legitimate scrapes: {len(ok)}/{len(scrapes)} answered, median {median * 1000:.0f} ms, "
+        f"slowest {max(ok, default=float('nan')) * 1000:.0f} ms\n"
+        f"  exporter RSS: {rss_before / 2**20:.1f} MiB before, {rss_peak / 2**20:.1f} MiB at the "
+        f"peak, {rss_after / 2**20:.1f} MiB after; {len(log.splitlines())} log lines"
+    )
+    assert median < 1.0
+    assert len(ok) >= LEGITIMATE_SCRAPES * 3 // 4
+    assert rss_peak < 150 << 20
+    assert "Traceback" not in log
