@@ -62,7 +62,9 @@ class BasicAuth:
         workers = workers or min(4, os.cpu_count() or 1)
         self.max_pending = workers * MAX_PENDING_PER_WORKER
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt")
-        self._refusals = RateLimitedLog("too many logins waiting for bcrypt; refusing", 10.0)
+        self._refusals = RateLimitedLog(
+            "too many logins waiting for bcrypt; refusing", 10.0, logger=log
+        )
         cost = max((int(h[4:6]) for h in self._users.values()), default=10)
         self.bcrypt_checks = 0
         self._dummy_hash = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(cost))

@@ -25,6 +25,7 @@ from exporter.connections import (
     AcceptErrorFilter,
     ConnectionLimits,
     LimitedRunner,
+    LimitedSite,
     fit_to_file_limit,
     raise_file_limit,
 )
@@ -109,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_duration,
         default=DEFAULT_READ_HEADER_TIMEOUT,
         metavar="DURATION",
-        help="time a new connection has to send its first request head "
+        help="time a new connection has to finish its TLS handshake and send its first "
+        "request head "
         f"(default {DEFAULT_READ_HEADER_TIMEOUT:.0f}s)",
     )
     parser.add_argument(
@@ -294,7 +296,7 @@ async def start(
     ssl_context = web_config.ssl_context if web_config is not None else None
     try:
         for host, port in addresses:
-            site = web.TCPSite(
+            site = LimitedSite(
                 runner,
                 host,
                 port,

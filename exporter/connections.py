@@ -9,9 +9,10 @@ arriving. Here:
   room: a flood of idle or slow connections pushes out only its own kind, and a scraper
   arriving afterwards gets in. Only when every connection is busy answering a request is the
   newcomer refused, at once, with a 503;
-- the first request head must be complete `read_header_timeout` after the connection is made,
-  and a connection is closed after `idle_timeout` without a request (aiohttp's keep-alive
-  timer, which also ends a later head that is still arriving);
+- the first request head must be complete `read_header_timeout` after the connection is made
+  (and a TLS handshake done within as long), and a connection is closed after `idle_timeout`
+  without a request (aiohttp's keep-alive timer, which also ends a later head that is still
+  arriving);
 - request heads are limited to what Prometheus, a browser and curl send, far below aiohttp's
   defaults.
 
@@ -234,10 +235,51 @@ class LimitedRunner(web.AppRunner):
         )
 
 
+class LimitedSite(web.TCPSite):
+    """A TCPSite whose TLS handshakes must be done within the read-header timeout.
+
+    Until its handshake is done a TLS connection is not the server's yet, so the connection
+    cap does not see it; asyncio would give it a minute, which a flood of connections that
+    never say hello would turn into a pile of descriptors.
+    """
+
+    def __init__(self, runner: LimitedRunner, *args: Any, **kwargs: Any) -> None:
+        super().__init__(runner, *args, **kwargs)
+        self._handshake_timeout = runner.limits.read_header_timeout
+
+    async def start(self) -> None:
+        if self._ssl_context is None:
+            await super().start()
+            return
+        # aiohttp's TCPSite.start, with the handshake timeout it does not pass on.
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+            ssl_handshake_timeout=self._handshake_timeout,
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+
 class RateLimitedLog:
     """One log line per interval for an event that can repeat thousands of times a second."""
 
-    def __init__(self, message: str, interval: float, level: int = logging.WARNING) -> None:
+    def __init__(
+        self,
+        message: str,
+        interval: float,
+        level: int = logging.WARNING,
+        logger: logging.Logger = log,
+    ) -> None:
+        self._logger = logger
         self._message = message
         self._interval = interval
         self._level = level
@@ -249,7 +291,9 @@ class RateLimitedLog:
         now = time.monotonic()
         if now - self._last < self._interval:
             return
-        log.log(self._level, self._message, extra={**fields, "times": str(self._since_last)})
+        self._logger.log(
+            self._level, self._message, extra={**fields, "times": str(self._since_last)}
+        )
         self._last = now
         self._since_last = 0
 

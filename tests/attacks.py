@@ -92,11 +92,13 @@ class Slowloris(threading.Thread):
         close_all(self.sockets)
 
 
-def password_flood(port: int, count: int, user: str = "prometheus") -> list[int | None]:
-    """`count` logins with different wrong passwords, all sent before any answer is read;
-    the status of each (None: closed without an answer)."""
+def password_flood(
+    port: int, count: int, user: str = "prometheus", first: int = 0
+) -> list[int | None]:
+    """`count` logins with different wrong passwords (numbered from `first`), all sent before
+    any answer is read; the status of each (None: closed without an answer)."""
     sockets = []
-    for i in range(count):
+    for i in range(first, first + count):
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         sockets.append(sock)
         request = (
