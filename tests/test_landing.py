@@ -102,7 +102,7 @@ class Seen(HTMLParser):
         if tag in self.HIDDEN:
             self._hidden -= 1
         elif tag in ("td", "th") and self._cell is not None:
-            self.rows[-1].append(" ".join("".join(self._cell).split(" ")).strip())
+            self.rows[-1].append("".join(self._cell).strip())
             self._cell = None
 
     def handle_data(self, data: str) -> None:
