@@ -480,7 +480,9 @@ def _account(
         base_url=base_url,
         timeout=settings.timeout if settings.timeout is not None else global_settings.timeout,
         cache_ttl=(
-            settings.cache_ttl if settings.cache_ttl is not None else global_settings.cache_ttl
+            settings.cache_ttl
+            if settings.cache_ttl is not None
+            else max(global_settings.cache_ttl, provider_cls.default_cache_ttl_floor)
         ),
         low_balance_usd=settings.threshold if settings.known_currency() == USD else None,
         settings=settings,

@@ -17,6 +17,9 @@ from exporter.config import Config, build_config
 from exporter.simulator import NGINX_502, SimAccount, Simulator, delay, respond
 
 DEMO_SOURCE = "<demo>"
+# Ocean.io accounts reuse an answer for 15 minutes unless they set their own cache_ttl, to
+# spare the real service's request limits; the simulator has none, and the demo should move.
+OCEAN_DEMO_SETTINGS: dict[str, Any] = {"cache_ttl": "5s"}
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ def demo_accounts() -> list[DemoAccount]:
             "ocean-main",
             "ocean",
             SimAccount(key("ocean-main"), burn_per_hour=40.0, daily_limit=5000),
+            OCEAN_DEMO_SETTINGS,
         ),
         DemoAccount(
             "twocaptcha-main",
@@ -192,6 +196,7 @@ def demo_accounts() -> list[DemoAccount]:
                     )
                 ],
             ),
+            OCEAN_DEMO_SETTINGS,
         ),
     ]
 

@@ -576,6 +576,93 @@ async def test_ocean_credits_and_daily_limit(simulator: Simulator, upstream: Ups
     assert reading.daily_limit_reset_seconds == 3600.0
 
 
+async def test_ocean_preview_credits(simulator: Simulator, upstream: Upstream) -> None:
+    # The fourth type of the current schema, in the simulator's default answer too.
+    snapshot = await collect(simulator, upstream, "ocean", sim=SimAccount(KEY))
+    reading = snapshot.outcome.reading
+    assert reading is not None
+    assert [c for c in reading.credits if c.credit_type == "preview"] == [
+        Credit("preview", "one_time", 0.0),
+        Credit("preview", "recurrent", 300.0),
+    ]
+
+
+async def test_ocean_reads_every_credit_type_generically(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    body = {
+        **OCEAN_OK,
+        "previewCredits": {"oneTime": 12.5, "recurrent": 0.25},
+        "fooBarCredits": {"oneTime": 1, "recurrent": 2.75},
+        "xCredits": {"oneTime": 0, "recurrent": 9},
+        # Not credit objects: left alone rather than failing the account.
+        "totalCredits": 1234,
+        "Credits": {"oneTime": 1, "recurrent": 1},
+        "creditsUsed": {"oneTime": 1, "recurrent": 1},
+        "lateCredits": None,
+    }
+    snapshot = await collect(simulator, upstream, "ocean", respond(200, body))
+    reading = snapshot.outcome.reading
+    assert reading is not None
+    assert [(c.credit_type, c.pool, c.value) for c in reading.credits[6:]] == [
+        ("preview", "one_time", 12.5),
+        ("preview", "recurrent", 0.25),
+        ("foo_bar", "one_time", 1.0),
+        ("foo_bar", "recurrent", 2.75),
+        ("x", "one_time", 0.0),
+        ("x", "recurrent", 9.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**OCEAN_OK, "previewCredits": [1, 2]},
+        {**OCEAN_OK, "previewCredits": {"oneTime": "1", "recurrent": 2}},
+        {**OCEAN_OK, "newCredits": {"oneTime": 1}},
+        {**OCEAN_OK, "newCredits": {"oneTime": -1, "recurrent": 1}},
+        {f"type{i}Credits": {"oneTime": 1, "recurrent": 1} for i in range(17)},
+    ],
+    ids=["documented type not an object", "string", "pool missing", "negative", "17 types"],
+)
+async def test_ocean_bad_credit_types(
+    simulator: Simulator, upstream: Upstream, body: dict[str, Any]
+) -> None:
+    snapshot = await collect(simulator, upstream, "ocean", respond(200, body))
+    assert reason_of(snapshot) is Reason.INVALID_RESPONSE
+
+
+@pytest.mark.parametrize(
+    ("global_ttl", "account_ttl", "expected"),
+    [
+        (None, None, 900.0),  # the built-in 60 s would be 1,440 requests a day
+        ("60s", None, 900.0),  # a blanket global value does not apply below the floor
+        ("1h", None, 3600.0),  # a longer global value is kept
+        (None, "0s", 0.0),  # the account's own value wins, even shorter
+        ("1h", "2m", 120.0),
+    ],
+)
+def test_ocean_default_cache_ttl(
+    global_ttl: str | None, account_ttl: str | None, expected: float
+) -> None:
+    settings = {} if account_ttl is None else {"cache_ttl": account_ttl}
+    config = build_config(
+        {
+            "global": {} if global_ttl is None else {"cache_ttl": global_ttl},
+            "accounts": [
+                account("data", "ocean", KEY, "http://127.0.0.1:9", **settings),
+                account("solver", "capmonster", KEY, "http://127.0.0.1:9", **settings),
+            ],
+        },
+        source="test",
+    )
+    ocean, capmonster = config.accounts
+    assert ocean.cache_ttl == expected
+    # Other providers keep the plain rule: the account's value, else the global one.
+    plain = {None: 60.0, "60s": 60.0, "1h": 3600.0}[global_ttl]
+    assert capmonster.cache_ttl == (expected if account_ttl is not None else plain)
+
+
 async def test_ocean_key_only_in_the_header(simulator: Simulator, upstream: Upstream) -> None:
     snapshot = await collect(simulator, upstream, "ocean", sim=SimAccount(KEY))
     assert snapshot.outcome.ok

@@ -33,6 +33,10 @@ class Provider(ABC):
     # Whatever cache_ttl says, the upstream is not asked more often than this (seconds);
     # within it, the last result, success or failure, is reused.
     min_interval: ClassVar[float] = 0.0
+    # An account without a cache_ttl of its own reuses a success for at least this long,
+    # whatever global.cache_ttl says (an upstream whose request limit is shared with the
+    # user's real work); the account's own cache_ttl still wins, shorter or longer.
+    default_cache_ttl_floor: ClassVar[float] = 0.0
     # Where in an account's config the upstream URL is set, for error messages.
     url_setting: ClassVar[tuple[str, ...]] = ("base_url",)
 
