@@ -207,7 +207,7 @@ def test_nothing_cites_what_a_reader_cannot_open() -> None:
     [
         "Flags as in SPEC" + ".md.",
         "DataLabs (seed" + " 000): the protocol",
-        "answers from shared/seed" + "s/004.json",
+        "answers from seed" + "s/004.json",
         "The goals of issue" + " 6.",
     ],
 )
