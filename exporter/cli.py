@@ -279,7 +279,10 @@ async def start(
     )
     limits = ConnectionLimits(
         max_connections=fit_to_file_limit(
-            args.max_connections, config.global_settings.max_concurrency, raise_file_limit()
+            args.max_connections,
+            # No more upstream connections at once than accounts, whatever max_concurrency.
+            min(config.global_settings.max_concurrency, len(config.accounts)),
+            raise_file_limit(),
         ),
         read_header_timeout=args.read_header_timeout,
         idle_timeout=args.idle_timeout,

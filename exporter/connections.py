@@ -45,8 +45,10 @@ MAX_LINE_SIZE = 4096
 MAX_FIELD_SIZE = 4096
 MAX_HEADERS = 32
 # Descriptors the process needs beside client connections: log, config and key files,
-# listening sockets, the event loop's own; upstream connections are counted apart.
-RESERVED_FILE_DESCRIPTORS = 64
+# listening sockets, the event loop's own, the demo's in-process simulator (both ends of
+# each of its connections); upstream connections are counted apart.
+RESERVED_FILE_DESCRIPTORS = 128
+MIN_CONNECTIONS = 16
 REFUSAL_TEXT = b"too many connections (--web.max-connections)\n"
 REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
@@ -93,7 +95,9 @@ def raise_file_limit() -> int:
 def fit_to_file_limit(max_connections: int, upstream_connections: int, file_limit: int) -> int:
     """The connection cap, lowered if need be so accept() never runs out of descriptors."""
     room = file_limit - RESERVED_FILE_DESCRIPTORS - upstream_connections
-    fitted = max(1, min(max_connections, room))
+    # Below a few, one slow client would shut out Prometheus: rather risk a failed accept()
+    # (logged, and retried by asyncio) on a machine this short of descriptors.
+    fitted = min(max_connections, max(MIN_CONNECTIONS, room))
     if fitted < max_connections:
         log.warning(
             "lowering --web.max-connections to fit the open files limit",
