@@ -674,6 +674,31 @@ def test_over_the_cap_with_every_connection_busy_a_newcomer_is_refused_at_once(
     assert first_busy == b"HTTP/1.1 401"
 
 
+def test_a_client_hanging_up_frees_its_scrape_slot(tmp_path: Path) -> None:
+    # An upstream that takes the connection and never answers: the scrape would wait 30 s.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        upstream = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        config = write_config(
+            tmp_path,
+            {"accounts": [account("stuck", "datalabs", "stuck-key", upstream, timeout="30s")]},
+        )
+        with ExporterProcess("--config.file", str(config), "--web.max-requests", "1") as exporter:
+            impatient = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
+            impatient.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.5)
+            impatient.close()  # the only scrape slot would be taken for 30 s more
+            time.sleep(0.3)
+            prometheus = socket.create_connection(("127.0.0.1", exporter.port), timeout=10)
+            prometheus.sendall(
+                b"GET /probe?account=stuck HTTP/1.1\r\nHost: x\r\n"
+                b"X-Prometheus-Scrape-Timeout-Seconds: 2\r\n\r\n"
+            )
+            answer = prometheus.recv(12)
+            prometheus.close()
+    # Its own scrape times out within its budget (an up 0), but it is let in: not a 503.
+    assert answer == b"HTTP/1.1 200"
+
+
 def test_a_malformed_request_is_one_debug_line_not_a_traceback() -> None:
     with ExporterProcess("--demo", "--log.level", "debug") as exporter:
         sock = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
