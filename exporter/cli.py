@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from exporter import __version__, logs
+from exporter import __version__, logs, once
 from exporter.config import Config, ConfigError, load_config
 from exporter.connections import (
     DEFAULT_IDLE_TIMEOUT,
@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="config_check",
         action="store_true",
         help="validate the config (and --web.config.file), print every problem, exit 0 or 1",
+    )
+    parser.add_argument(
+        "--collect.once",
+        dest="collect_once",
+        action="store_true",
+        help="collect every account once, print a table, exit 0 when all are up, else 1",
     )
     parser.add_argument(
         "--web.listen-address",
@@ -179,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup("warning" if args.log_level == "warn" else args.log_level, args.log_format)
     if args.config_check:
         return check(args)
+    if args.collect_once:
+        return asyncio.run(collect_once_and_print(args))
     try:
         addresses = [parse_listen_address(a) for a in args.listen_addresses or [DEFAULT_LISTEN]]
     except ValueError as error:
@@ -223,6 +231,29 @@ def _checked(load: Callable[[str], T], path: str) -> T | None:
         for line in error.lines:
             print(line, file=sys.stderr)
         return None
+
+
+async def collect_once_and_print(args: argparse.Namespace) -> int:
+    """Collect every account once and print the table; 0 when every account is up."""
+    simulator: Simulator | None = None
+    try:
+        if args.demo:
+            simulator, config = await start_demo()
+        else:
+            config = await asyncio.to_thread(load_config, args.config_file)
+    except ConfigError as error:
+        for line in error.lines:
+            print(line, file=sys.stderr)
+        return 1
+    try:
+        for warning in config.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        snapshots = await once.collect_once(config)
+    finally:
+        if simulator is not None:
+            await simulator.stop()
+    print(logs.redact(once.table(snapshots)))
+    return 0 if once.all_up(snapshots) else 1
 
 
 @dataclass

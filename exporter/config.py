@@ -22,7 +22,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from exporter import logs
 from exporter.hints import closest, did_you_mean
 from exporter.providers import PROVIDERS, Provider
-from exporter.settings import USD, AccountSettings, GlobalSettings
+from exporter.settings import USD, AccountSettings, GlobalSettings, SecretSource
 
 MAX_KEY_FILE_BYTES = 64 * 1024
 # A config file is a few KiB; anything near this is not one (a log, a disk image).
@@ -78,6 +78,7 @@ class Account:
     currency: str | None = USD
     # In the account's currency (for a USD account, low_balance_usd).
     low_balance: float | None = None
+    secrets: Mapping[str, SecretStr] = field(default_factory=dict, repr=False)
 
     @property
     def provider_type(self) -> str:
@@ -94,9 +95,14 @@ class Account:
             self.provider_type == other.provider_type
             and self.base_url == other.base_url
             and self.api_key.get_secret_value() == other.api_key.get_secret_value()
+            and _revealed(self.secrets) == _revealed(other.secrets)
             and self.settings.model_dump(exclude=ignored)
             == other.settings.model_dump(exclude=ignored)
         )
+
+
+def _revealed(secrets: Mapping[str, SecretStr]) -> dict[str, str]:
+    return {name: value.get_secret_value() for name, value in secrets.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,23 +466,32 @@ def _account(
             )
         )
     key, key_problem = _read_key(settings, base_dir, environ)
+    secrets, secret_problems = _read_secrets(
+        provider_cls.secret_sources(settings), loc, base_dir, environ, locator
+    )
+    problems.extend(secret_problems)
     if key_problem is not None:
         field_name = next(f for f in sorted(KEY_SOURCES) if getattr(settings, f) is not None)
         problems.append(locator.problem((*loc, field_name), key_problem))
-    elif key is not None and base_url is not None and _key_in_url(key, base_url):
-        # A key pasted into the URL would travel in every request line and land in proxy logs.
-        problems.append(
-            locator.problem(
-                (*loc, *url_setting),
-                "contains the account's key; keys go only in headers or the request body",
-            )
-        )
+    elif key is not None and base_url is not None:
+        for secret in (key, *secrets.values()):
+            if _key_in_url(secret, base_url):
+                # A key pasted into the URL would travel in every request line and land in
+                # proxy logs; placeholders are filled when the request is made.
+                problems.append(
+                    locator.problem(
+                        (*loc, *url_setting),
+                        "contains the account's key or a secret; use a placeholder",
+                    )
+                )
+                break
     if problems or key is None or base_url is None:
         return None, problems
-    logs.register_secret(key.get_secret_value())
+    for secret in (key, *secrets.values()):
+        logs.register_secret(secret.get_secret_value())
     account = Account(
         name=settings.name,
-        provider=provider_cls(settings, key),
+        provider=provider_cls(settings, key, secrets),
         base_url=base_url,
         timeout=settings.timeout if settings.timeout is not None else global_settings.timeout,
         cache_ttl=(
@@ -489,6 +504,7 @@ def _account(
         currency=settings.known_currency(),
         low_balance=settings.threshold,
         api_key=key,
+        secrets=secrets,
     )
     return account, []
 
@@ -497,15 +513,29 @@ def _read_key(
     settings: AccountSettings, base_dir: Path | None, environ: Mapping[str, str]
 ) -> tuple[SecretStr | None, str | None]:
     """The account's key, or why it cannot be had. Messages never contain the key."""
-    if settings.api_key is not None:
-        value = settings.api_key.get_secret_value()
-    elif settings.api_key_env is not None:
-        if settings.api_key_env not in environ:
-            return None, f"environment variable {settings.api_key_env} is not set"
-        value = environ[settings.api_key_env]
+    return read_secret(
+        settings.api_key, settings.api_key_env, settings.api_key_file, base_dir, environ, "key"
+    )
+
+
+def read_secret(
+    value: SecretStr | None,
+    env: str | None,
+    file: Path | None,
+    base_dir: Path | None,
+    environ: Mapping[str, str],
+    what: str = "secret",
+) -> tuple[SecretStr | None, str | None]:
+    """A secret from exactly one of its sources, or why it cannot be had (never quoting it)."""
+    if value is not None:
+        text = value.get_secret_value()
+    elif env is not None:
+        if env not in environ:
+            return None, f"environment variable {env} is not set"
+        text = environ[env]
     else:
-        assert settings.api_key_file is not None
-        path = settings.api_key_file
+        assert file is not None
+        path = file
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         try:
@@ -513,15 +543,34 @@ def _read_key(
         except UnreadableFile as error:
             return None, f"cannot read {path}: {error}"
         try:
-            value = raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             return None, f"{path} is not UTF-8 text"
-    value = value.strip()
-    if not value:
-        return None, "the key is empty"
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        return None, "the key contains control characters or line breaks"
-    return SecretStr(value), None
+    text = text.strip()
+    if not text:
+        return None, f"the {what} is empty"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        return None, f"the {what} contains control characters or line breaks"
+    return SecretStr(text), None
+
+
+def _read_secrets(
+    sources: Mapping[str, SecretSource],
+    loc: Loc,
+    base_dir: Path | None,
+    environ: Mapping[str, str],
+    locator: Locator,
+) -> tuple[dict[str, SecretStr], list[Problem]]:
+    secrets: dict[str, SecretStr] = {}
+    problems: list[Problem] = []
+    for name, source in sources.items():
+        secret, problem = read_secret(source.value, source.env, source.file, base_dir, environ)
+        if problem is not None:
+            field_name = next(f for f in ("env", "file", "value") if getattr(source, f) is not None)
+            problems.append(locator.problem((*loc, "secrets", name, field_name), problem))
+        elif secret is not None:
+            secrets[name] = secret
+    return secrets, problems
 
 
 def _key_in_url(key: SecretStr, url: str) -> bool:
@@ -592,7 +641,11 @@ def validation_problems(
 
 def _clean_loc(loc: tuple[int | str, ...]) -> Loc:
     """Drop pydantic's markers of validator and union branches from a location."""
-    return tuple(part for part in loc if isinstance(part, int) or not part.startswith("function-"))
+    return tuple(
+        part
+        for part in loc
+        if isinstance(part, int) or not (part.startswith("function-") or part == "[key]")
+    )
 
 
 def _known_keys(model: type[BaseModel], path: Loc) -> list[str]:

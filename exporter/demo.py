@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.config import Config, build_config
+from exporter.providers import CATALOGUE
+from exporter.providers.catalogue import CatalogueProvider
 from exporter.simulator import NGINX_502, SimAccount, Simulator, delay, respond
 
 DEMO_SOURCE = "<demo>"
@@ -201,10 +203,28 @@ def demo_accounts() -> list[DemoAccount]:
     ]
 
 
+def catalogue_accounts() -> list[DemoAccount]:
+    """One account of every catalogue service, answered with its documented success answer."""
+    accounts = []
+    for type_name, provider in CATALOGUE.items():
+        assert issubclass(provider, CatalogueProvider)
+        secrets = {name: {"value": f"demo-{type_name}-{name}"} for name in provider.entry.secrets}
+        accounts.append(
+            DemoAccount(
+                f"{type_name}-main",
+                type_name,
+                SimAccount(f"demo-{type_name}-main-key"),
+                {"secrets": secrets} if secrets else {},
+                api=f"catalogue/{type_name}",
+            )
+        )
+    return accounts
+
+
 async def start_demo(simulator: Simulator | None = None) -> tuple[Simulator, Config]:
     """Start the simulator on loopback and build the demo config pointing at it."""
     simulator = simulator or Simulator()
-    accounts = demo_accounts()
+    accounts = [*demo_accounts(), *catalogue_accounts()]
     for account in accounts:
         simulator.add(account.api or account.provider, account.sim)
     await simulator.start()

@@ -123,6 +123,27 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Named secrets become `{name}` placeholders; `api_key`, `token` and `base_url` are taken.
+SecretName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+class SecretSource(Strict):
+    """Where a named secret is read from, like the key: a file, a variable or (discouraged) here."""
+
+    file: Path | None = None
+    env: EnvName | None = None
+    value: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        given = [key for key in ("file", "env", "value") if getattr(self, key) is not None]
+        if len(given) != 1:
+            found = ", ".join(given) if given else "none"
+            raise ValueError(f"exactly one of file, env, value is required (found: {found})")
+        return self
+
+
 class GlobalSettings(Strict):
     timeout: PositiveDuration = 10.0
     cache_ttl: Duration = 60.0
@@ -135,7 +156,7 @@ class AccountSettings(Strict):
     name: AccountName
     provider: str
     api_key_file: Path | None = None
-    api_key_env: Annotated[str, AfterValidator(_env_name)] | None = None
+    api_key_env: EnvName | None = None
     api_key: SecretStr | None = None
     base_url: BaseUrl | None = None
     timeout: PositiveDuration | None = None

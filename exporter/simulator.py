@@ -15,17 +15,23 @@ scripted for the next requests of an account or drawn at random with a probabili
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import functools
 import json
 import math
 import random
 import time
+import urllib.parse
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from exporter.providers import CATALOGUE
+from exporter.providers.catalogue import answers_of
 
 Fault = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
 ANTIGATE_TYPES = ("anticaptcha", "datalabs", "twocaptcha", "capsolver", "capmonster")
@@ -236,6 +242,8 @@ class Simulator:
         self._routes()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        # Login tokens handed out by catalogue services: token -> (service, key).
+        self.tokens: dict[str, tuple[str, str]] = {}
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -346,6 +354,7 @@ class Simulator:
         for name, api in JSON_APIS.items():
             for method in api.methods:
                 self.app.router.add_route(method, f"/{name}{api.path}", self._json_api)
+        self.app.router.add_route("*", "/catalogue/{service}/{tail:.*}", self._catalogue)
 
     async def _seen(
         self, request: web.Request, provider: str, key: str
@@ -495,6 +504,79 @@ class Simulator:
             return web.json_response(body, status=status)
         return web.json_response(api.answer(self, account))
 
+    async def _catalogue(self, request: web.Request) -> web.StreamResponse:
+        """Any catalogue service, from its documented answers (exporter/catalogue/answers/):
+        served under `/catalogue/<type>`, so `base_url("catalogue/<type>")` is its host."""
+        service = request.match_info["service"]
+        answers = catalogue_answers(service)
+        if answers is None:
+            raise web.HTTPNotFound()
+        provider = f"catalogue/{service}"
+        body = await request.read()
+        key = self._key_anywhere(provider, request, body)
+        override = await self._seen(request, provider, key)
+        if override is not None:
+            return override
+        if key not in self.accounts.get(provider, {}):
+            return documented_answer(unknown_key_answer(answers))
+        login = answers.get("login")
+        if login is not None and "/" + request.match_info["tail"] == login["path"]:
+            token = f"sim-{service}-token-{len(self.tokens)}-{self._random.getrandbits(32):08x}"
+            self.tokens[token] = (service, key)
+            return documented_answer(login, token)
+        return documented_answer(answers["success"])
+
+    def _key_anywhere(self, provider: str, request: web.Request, body: bytes) -> str:
+        """The key of a known account, or of a token it was given, wherever it was sent: the
+        path, the query, a header, Basic auth or the body. The fake does not care where; the
+        tests of each entry check the request it makes."""
+        service = provider.removeprefix("catalogue/")
+        places = [urllib.parse.unquote_plus(request.path_qs), body.decode(errors="replace")]
+        places.append(urllib.parse.unquote_plus(places[-1]))
+        for value in request.headers.values():
+            places.append(value)
+            scheme, _, encoded = value.partition(" ")
+            if scheme.lower() == "basic":
+                with contextlib.suppress(ValueError, UnicodeDecodeError):
+                    places.append(base64.b64decode(encoded.strip()).decode())
+        text = "\n".join(places)
+        for key in self.accounts.get(provider, {}):
+            if key in text:
+                return key
+        for token, (owner, key) in self.tokens.items():
+            if owner == service and token in text:
+                return key
+        return ""
+
+
+# -- catalogue services: their documented answers ------------------------------------------
+
+
+@functools.cache
+def catalogue_answers(service: str) -> dict[str, Any] | None:
+    if service not in CATALOGUE:
+        return None
+    return answers_of(service)
+
+
+def unknown_key_answer(answers: dict[str, Any]) -> dict[str, Any]:
+    """What the service answers a key it does not know: its first documented `auth` error."""
+    for error in answers["errors"]:
+        if error["reason"] == "auth":
+            found: dict[str, Any] = error
+            return found
+    return {"status": 401, "text": "Unauthorized"}
+
+
+def documented_answer(answer: dict[str, Any], token: str = "") -> web.Response:
+    """A documented answer: `{status, json}` or `{status, text}`; "{token}" strings in the JSON
+    become the token handed out."""
+    status = int(answer["status"])
+    if "text" in answer:
+        return web.Response(status=status, text=str(answer["text"]), content_type="text/plain")
+    body = json.dumps(answer["json"]).replace('"{token}"', json.dumps(token))
+    return web.Response(status=status, text=body, content_type="application/json")
+
 
 # -- JSON balance APIs of services without a built-in provider, for `http_json` ------------
 
@@ -523,11 +605,32 @@ def _header(name: str) -> Callable[[web.Request, bytes], str]:
     return read
 
 
+def _basic_password(request: web.Request) -> str:
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        pair = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return pair.partition(":")[2]
+
+
 def _bearer_header_or_body(request: web.Request, body: bytes) -> str:
-    """The generic endpoint takes the key wherever a config is likely to put it."""
-    found = _bearer(request, body) or request.headers.get("X-Api-Key", "")
+    """The generic endpoint takes the key wherever a config is likely to put it: a bearer
+    token, `X-Api-Key`, the `api_key` query parameter, a Basic password, or `key` in a JSON
+    or form body."""
+    found = (
+        _bearer(request, body)
+        or request.headers.get("X-Api-Key", "")
+        or request.query.get("api_key", "")
+        or _basic_password(request)
+    )
     if found:
         return found
+    if request.content_type == "application/x-www-form-urlencoded":
+        form = urllib.parse.parse_qs(body.decode(errors="replace"))
+        return (form.get("key") or [""])[0]
     try:
         data = json.loads(body or b"{}")
     except ValueError:

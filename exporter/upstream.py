@@ -15,6 +15,8 @@ import json
 import logging
 import random
 import time
+import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,12 +173,24 @@ class AccountHttp:
         *,
         headers: dict[str, str] | None = None,
         json_body: Any = None,
+        form: Mapping[str, str] | None = None,
+        from_origin: bool = False,
     ) -> Answer:
-        url = _url(self._base_url + path)
-        data = None if json_body is None else json.dumps(json_body).encode()
+        """`path` is appended to the account's URL, or with `from_origin` to its origin only
+        (scheme, host, port): either way the request goes to the configured host."""
+        if from_origin:
+            # Not cached: such a path may carry a key, which must not outlive the config.
+            url = yarl.URL(str(_url(self._base_url).origin()) + path)
+        else:
+            url = _url(self._base_url + path)
         send_headers = dict(headers or {})
-        if data is not None:
+        data = None
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
             send_headers["Content-Type"] = "application/json"
+        elif form is not None:
+            data = urllib.parse.urlencode(form).encode()
+            send_headers["Content-Type"] = "application/x-www-form-urlencoded"
         attempt = 0
         while True:
             attempt += 1

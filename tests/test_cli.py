@@ -16,7 +16,7 @@ import aiohttp
 
 from exporter import __version__
 from exporter.cli import GC_YOUNG_THRESHOLD, settle_heap
-from exporter.demo import demo_accounts
+from exporter.demo import catalogue_accounts, demo_accounts
 from exporter.providers import PROVIDERS
 from exporter.simulator import SimAccount, Simulator, delay
 from tests.helpers import account, accounts_in, free_port, samples, value, write_config
@@ -147,7 +147,7 @@ async def test_demo_serves_every_provider_type() -> None:
         status, text = await running.get("/metrics")
         assert status == 200
         found = samples(text)
-        demo = demo_accounts()
+        demo = [*demo_accounts(), *catalogue_accounts()]
         healthy = {a.name: a.provider for a in demo if not a.name.endswith("-flaky")}
         assert set(PROVIDERS) <= set(healthy.values())
         for name, provider in healthy.items():

@@ -240,6 +240,18 @@ def test_the_build_context_installs_and_runs(tmp_path: Path) -> None:
         check=False,
     )
     assert check.returncode == 0, check.stderr
+    # The catalogue is package data: the installed package serves and reads every entry.
+    once = subprocess.run(
+        [str(venv / "bin" / "apibalance-exporter"), "--collect.once", "--demo"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert once.returncode in (0, 1), once.stderr
+    for line in once.stdout.splitlines():
+        if line.startswith(("serpapi-main ", "twilio-main ", "smsactivate-main ")):
+            assert line.split()[2] == "1", line
+    assert "textverified-main" in once.stdout
 
 
 # -- the README's examples ----------------------------------------------------------------

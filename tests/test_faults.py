@@ -3,6 +3,8 @@
 For each fault the scrape answers 200 within its budget, the faulty account is `up 0` with the
 right reason and no balance, every other account is exact, the next scrape works, and the
 canary key of the faulty account appears nowhere: not in logs, expositions or HTTP answers.
+Two catalogue services are among the families: SerpApi, whose key travels in the query
+string, and Twilio, whose second secret (a canary too) travels in the URL path and Basic auth.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from aiohttp.test_utils import TestClient
 
 from exporter import logs
 from exporter.model import Reason
-from exporter.providers import PROVIDERS
+from exporter.providers import BUILT_IN
 from exporter.simulator import (
     Fault,
     SimAccount,
@@ -39,10 +41,13 @@ from tests.conftest import AiohttpClient, ExporterFactory
 from tests.helpers import account, assert_promtool_accepts_metrics, samples, value, write_config
 
 CANARY = "CANARY-9d1e4c7b2a-KEY"
+CANARY_SECRET = "CANARY-SECRET-4e8a1f0c63"
 SEEN = web.AppKey("seen", list[bytes])
 SCRAPE_TIMEOUT = 2.0  # seconds, as Prometheus would send it: the budget is 1.5 s
 BUDGET_SLACK = 1.5  # loaded CI machines are slow; the point is "bounded", not "fast"
-FAMILIES = ("anticaptcha", "vastcap", "decaptcha", "ocean")
+FAMILIES = ("anticaptcha", "vastcap", "decaptcha", "ocean", "serpapi", "twilio")
+# Catalogue services: served by the simulator from their documented answers.
+CATALOGUE_FAMILIES = {"serpapi": {}, "twilio": {"account_sid": {"value": CANARY_SECRET}}}
 
 # The documented success answer of each family, with the number under test left open.
 TEMPLATES = {
@@ -50,7 +55,11 @@ TEMPLATES = {
     "vastcap": '{"balance": %s}',
     "decaptcha": '{"isSuccess": true, "statusCode": 200, "errorMessage": null, "data": %s}',
     "ocean": '{"credits": {"oneTime": %s, "recurrent": 1}, "dailyLimitRateLeft": 1, "dailyLimitRateSecondsToReset": 1}',
+    "serpapi": '{"total_searches_left": %s, "plan_searches_left": 1}',
+    "twilio": '{"account_sid": "AC1", "balance": %s, "currency": "USD"}',
 }
+# Families that document the balance as a string.
+STRING_NUMBERS = frozenset({"decaptcha", "twilio"})
 # Numbers as each family documents them: DeCaptcha writes its balance as a string. A negative
 # number is no fault for a balance (overdrawn accounts exist): see test_providers.
 BAD_NUMBERS = {
@@ -64,7 +73,7 @@ BAD_NUMBERS = {
 
 def with_number(name: str, family: str) -> Fault:
     plain, decaptcha = BAD_NUMBERS[name]
-    body = TEMPLATES[family] % (decaptcha if family == "decaptcha" else plain)
+    body = TEMPLATES[family] % (decaptcha if family in STRING_NUMBERS else plain)
     return respond(200, body.encode(), content_type="application/json")
 
 
@@ -158,10 +167,15 @@ async def elsewhere(aiohttp_client: AiohttpClient) -> TestClient[Any, Any]:
     return await aiohttp_client(app)
 
 
+def simulated(family: str) -> str:
+    """Where the simulator serves a family: catalogue services under `catalogue/`."""
+    return f"catalogue/{family}" if family in CATALOGUE_FAMILIES else family
+
+
 def healthy_accounts(simulator: Simulator) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """One healthy account of every provider type, each with its own balance."""
+    """One healthy account of every built-in provider type, each with its own balance."""
     accounts, balances = [], {}
-    for index, provider in enumerate(PROVIDERS):
+    for index, provider in enumerate(BUILT_IN):
         key = f"healthy-{provider}-key"
         balance = 10.0 + index
         balances[f"ok-{provider}"] = balance
@@ -207,8 +221,20 @@ def assert_healthy_exact(found: dict[Any, float], balances: dict[str, float]) ->
             ), name
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def applies(case: Case, family: str) -> bool:
+    """http_json reads a number or a numeric string alike: no fault for a catalogue service."""
+    return not (family in CATALOGUE_FAMILIES and case.name == "string number")
+
+
+@pytest.mark.parametrize(
+    ("case", "family"),
+    [
+        pytest.param(case, family, id=f"{case.name}-{family}")
+        for family in FAMILIES
+        for case in CASES
+        if applies(case, family)
+    ],
+)
 async def test_fault(
     case: Case,
     family: str,
@@ -224,12 +250,15 @@ async def test_fault(
         fault = case.fault(family)
         if case.name == "redirect elsewhere":
             fault = redirect(str(elsewhere.make_url("/steal")))
-        simulator.add(family, SimAccount(CANARY, chaos=[(1.0, fault)]))
-        base_url = simulator.base_url(family)
+        simulator.add(simulated(family), SimAccount(CANARY, chaos=[(1.0, fault)]))
+        base_url = simulator.base_url(simulated(family))
     # A scrape's own budget running out is not the account's outcome; the account's timeout,
     # within the budget here, is (README "How collection behaves").
     timeout = {"timeout": "1s"} if case.reason is Reason.TIMEOUT else {}
-    accounts.append(account("faulty", family, CANARY, base_url, cache_ttl="0s", **timeout))
+    faulty = account("faulty", family, CANARY, base_url, cache_ttl="0s", **timeout)
+    if CATALOGUE_FAMILIES.get(family):
+        faulty["secrets"] = CATALOGUE_FAMILIES[family]
+    accounts.append(faulty)
     _, client = await make_exporter({"accounts": accounts})
     headers = {"X-Prometheus-Scrape-Timeout-Seconds": str(SCRAPE_TIMEOUT)}
     answers: list[str] = []
@@ -286,6 +315,7 @@ async def test_fault(
 
     for text in [*answers, *captured_logs.text]:
         assert CANARY not in text
+        assert CANARY_SECRET not in text
     assert elsewhere.app[SEEN] == []
     # A bad answer is one warning line with its reason, never an error with a traceback.
     exporter_lines = [line for line in captured_logs.text if " logger=exporter" in line]
@@ -307,10 +337,13 @@ async def test_promtool_accepts_the_exposition_during_every_fault_at_once(
                 account(f"faulty-{index}", "datalabs", f"faulty-key-{index}", "http://127.0.0.1:1")
             )
             continue
-        family = FAMILIES[index % len(FAMILIES)]
+        family = next(f for f in FAMILIES[index % len(FAMILIES) :] + FAMILIES if applies(case, f))
         key = f"faulty-key-{index}"
-        simulator.add(family, SimAccount(key, chaos=[(1.0, case.fault(family))]))
-        accounts.append(account(f"faulty-{index}", family, key, simulator.base_url(family)))
+        simulator.add(simulated(family), SimAccount(key, chaos=[(1.0, case.fault(family))]))
+        faulty = account(f"faulty-{index}", family, key, simulator.base_url(simulated(family)))
+        if CATALOGUE_FAMILIES.get(family):
+            faulty["secrets"] = {"account_sid": {"value": f"faulty-sid-{index}"}}
+        accounts.append(faulty)
     _, client = await make_exporter({"accounts": accounts})
     response = await client.get("/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "2"})
     body = await response.read()

@@ -178,20 +178,141 @@ CREDITS = BALANCE + "      credits:\n"
             "cfg.yml:11: accounts[0].values.credits[0].pool: required",
         ),
         (
-            variant("/v1/balance", "/v1/{api_key}/balance"),
-            "cfg.yml:6: accounts[0].request.url: must not contain {api_key}",
+            variant("/v1/balance", "/v1/balance?key={api_key}"),
+            "cfg.yml:6: accounts[0].request.url: placeholders may only be in the path; put "
+            "query parameters in query",
         ),
         (
-            variant("/v1/balance", "/v1/balance?key={api_key}"),
-            "cfg.yml:6: accounts[0].request.url: must not contain {api_key}",
+            variant("api.example.com", "{api_key}.example.com"),
+            "cfg.yml:6: accounts[0].request.url: placeholders may only be in the path: the "
+            "host is fixed",
         ),
         (
             variant("/v1/balance", "/v1/%7Bapi_key%7D"),
-            "cfg.yml:6: accounts[0].request.url: must not contain {api_key}",
+            "cfg.yml:6: accounts[0].request.url: write placeholders as {name}, not percent-encoded",
         ),
         (
             variant("/v1/balance", "/v1/balance?token=hj-key-0123456789abcdef"),
-            "cfg.yml:6: accounts[0].request.url: contains the account's key",
+            "cfg.yml:6: accounts[0].request.url: contains the account's key or a secret; use a "
+            "placeholder",
+        ),
+        (
+            variant("    request:\n", "    request:\n      form: {a: b}\n      json: {a: 1}\n"),
+            "cfg.yml:6: accounts[0].request: json and form are both request bodies",
+        ),
+        (
+            variant("    request:\n", "    request:\n      method: GET\n      form: {a: b}\n"),
+            "cfg.yml:6: accounts[0].request: form is a request body: use method POST",
+        ),
+        (
+            variant(
+                "{Authorization:",
+                "{X-A: b}\n      basic_auth: {username: u, password: p}\n      h2: {Authorization:",
+            ).replace('      h2: {Authorization: "Bearer {api_key}"}\n', ""),
+            "cfg.yml:2: accounts[0]: the key would never be sent",
+        ),
+        (
+            variant(
+                '{Authorization: "Bearer {api_key}"}',
+                '{Authorization: "Bearer {api_key}"}\n      basic_auth: {username: u, password: p}',
+            ),
+            "cfg.yml:6: accounts[0].request: basic_auth sets the Authorization header",
+        ),
+        (
+            variant("    request:\n", "    secrets: {sid: {env: SID}}\n    request:\n"),
+            "cfg.yml:2: accounts[0]: secrets.sid would never be sent: use {sid} somewhere",
+        ),
+        (
+            variant("    request:\n", "    secrets: {token: {env: SID}}\n    request:\n"),
+            "cfg.yml:5: accounts[0].secrets: token is a placeholder of its own",
+        ),
+        (
+            variant("    request:\n", "    secrets: {sid: {env: SID, value: x}}\n    request:\n"),
+            "cfg.yml:5: accounts[0].secrets.sid: exactly one of file, env, value is required "
+            "(found: env, value)",
+        ),
+        (
+            variant("    request:\n", "    secrets: {Sid: {env: SID}}\n    request:\n"),
+            "cfg.yml:5: accounts[0].secrets.Sid: String should match pattern",
+        ),
+        (
+            variant("    request:\n", "    response: {format: text}\n    request:\n"),
+            "cfg.yml:5: accounts[0].response: format text needs a pattern with named groups",
+        ),
+        (
+            variant(
+                "    request:\n", "    response: {format: text, pattern: '[0-9'}\n    request:\n"
+            ),
+            "cfg.yml:5: accounts[0].response: pattern is not a valid regular expression: "
+            "unterminated character set at position 0",
+        ),
+        (
+            variant(
+                "    request:\n",
+                "    response: {format: text, pattern: '([0-9]+)'}\n    request:\n",
+            ),
+            "cfg.yml:5: accounts[0].response: pattern needs at least one named group",
+        ),
+        (
+            variant("    request:\n", "    response: {pattern: '(?P<b>1)'}\n    request:\n"),
+            "cfg.yml:5: accounts[0].response: pattern is for format text",
+        ),
+        (
+            variant("    request:\n", "    error_reasons: {auth: [BAD_KEY]}\n    request:\n"),
+            "cfg.yml:2: accounts[0]: error_reasons maps values of error: give error too",
+        ),
+        (
+            variant(
+                "    request:\n",
+                "    error: e\n    error_reasons: {auth: [X], rate_limited: [X]}\n    request:\n",
+            ),
+            "cfg.yml:6: accounts[0].error_reasons: 'X' is listed under both auth and rate_limited",
+        ),
+        (
+            variant(
+                "    request:\n",
+                "    error: e\n    error_reasons: {revoked: [X]}\n    request:\n",
+            ),
+            "cfg.yml:6: accounts[0].error_reasons.revoked: unknown key",
+        ),
+        (
+            variant("balance_usd: data.balance", "balance_usd: 'subtract(a)'"),
+            "cfg.yml:9: accounts[0].values.balance_usd: JMESPath function subtract() takes 2 "
+            "argument(s), not 1",
+        ),
+        (
+            variant(
+                "    request:\n",
+                "    login:\n      request: {url: 'https://api.example.com/login'}\n"
+                "      token: token\n    request:\n",
+            ),
+            "cfg.yml:2: accounts[0]: the login token would never be sent: put {token} in the "
+            "request",
+        ),
+        (
+            variant(
+                '"Bearer {api_key}"',
+                '"Bearer {token}"',
+            ).replace(
+                "    request:\n",
+                "    login:\n      request: {url: 'https://api.example.com/login/{token}', "
+                "headers: {X-Key: '{api_key}'}}\n      token: token\n    request:\n",
+                1,
+            ),
+            "cfg.yml:2: accounts[0]: {token} is what login returns",
+        ),
+        (
+            variant(
+                '"Bearer {api_key}"',
+                '"Bearer {token}"',
+            ).replace(
+                "    request:\n",
+                "    login:\n      request: {url: 'https://api.example.com/login', "
+                "headers: {X-Key: '{api_key}'}}\n      token: token\n      expires_in: e\n"
+                "      lifetime: 1h\n    request:\n",
+                1,
+            ),
+            "cfg.yml:6: accounts[0].login: give expires_in (read from the answer) or lifetime",
         ),
         (
             variant("https://api.example.com", "ftp://api.example.com"),
@@ -228,8 +349,9 @@ CREDITS = BALANCE + "      credits:\n"
         ),
         (
             variant('"Bearer {api_key}"', '"Bearer {apikey}"'),
-            "cfg.yml:6: accounts[0].request: the key would never be sent: put {api_key} in a "
-            "header value or a string of the json body",
+            "cfg.yml:2: accounts[0]: the key would never be sent: put {api_key} in a header "
+            "value, a query value, the URL path, a string of the json or form body, or "
+            "basic_auth",
         ),
         (
             variant('"Bearer {api_key}"', '"Bearer {api_key}\\r\\nX-Evil: 1"'),
@@ -306,8 +428,7 @@ def test_a_key_in_a_base_url_is_refused_for_every_provider() -> None:
     )
     [line] = problems_of(text)
     assert line == (
-        "cfg.yml:5: accounts[0].base_url: contains the account's key; keys go only in headers "
-        "or the request body"
+        "cfg.yml:5: accounts[0].base_url: contains the account's key or a secret; use a placeholder"
     )
     assert "secret-key-42424242" not in line
 
@@ -776,7 +897,7 @@ EXPECTED: dict[str, tuple[SimAccount, Reading, Reason]] = {
     "datalabs": (
         SimAccount("readme-datalabs-key-0001", balance=12.5),
         Reading(balance_usd=12.5),
-        Reason.PROVIDER_ERROR,
+        Reason.AUTH,
     ),
 }
 

@@ -4,6 +4,7 @@ from exporter.providers.anticaptcha import AntiCaptcha
 from exporter.providers.base import Provider
 from exporter.providers.capmonster import CapMonster
 from exporter.providers.capsolver import CapSolver
+from exporter.providers.catalogue import load_catalogue
 from exporter.providers.datalabs import DataLabs
 from exporter.providers.decaptcha import DeCaptcha
 from exporter.providers.http_json import HttpJson
@@ -11,7 +12,7 @@ from exporter.providers.ocean import Ocean
 from exporter.providers.twocaptcha import TwoCaptcha
 from exporter.providers.vastcap import VastCap
 
-PROVIDERS: dict[str, type[Provider]] = {
+BUILT_IN: dict[str, type[Provider]] = {
     provider.type_name: provider
     for provider in (
         AntiCaptcha,
@@ -25,5 +26,8 @@ PROVIDERS: dict[str, type[Provider]] = {
         HttpJson,
     )
 }
+# Ready http_json definitions of known services, one YAML file each (exporter/catalogue/).
+CATALOGUE: dict[str, type[Provider]] = dict(load_catalogue())
+PROVIDERS: dict[str, type[Provider]] = {**BUILT_IN, **CATALOGUE}
 
-__all__ = ["PROVIDERS", "Provider"]
+__all__ = ["BUILT_IN", "CATALOGUE", "PROVIDERS", "Provider"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import SecretStr
 
 from exporter.model import CollectError, Reading, Reason
-from exporter.settings import AccountSettings
+from exporter.settings import AccountSettings, SecretSource
 from exporter.upstream import AccountHttp, Answer
 
 T = TypeVar("T")
@@ -40,9 +40,20 @@ class Provider(ABC):
     # Where in an account's config the upstream URL is set, for error messages.
     url_setting: ClassVar[tuple[str, ...]] = ("base_url",)
 
-    def __init__(self, settings: AccountSettings, api_key: SecretStr) -> None:
+    def __init__(
+        self,
+        settings: AccountSettings,
+        api_key: SecretStr,
+        secrets: Mapping[str, SecretStr] | None = None,
+    ) -> None:
         self.settings = settings
         self._api_key = api_key
+        self._secrets = dict(secrets or {})
+
+    @classmethod
+    def secret_sources(cls, settings: AccountSettings) -> Mapping[str, SecretSource]:
+        """Secrets the account names besides its key (`secrets:`), read by the loader."""
+        return {}
 
     @classmethod
     def upstream_url(cls, settings: AccountSettings) -> str | None:
@@ -55,6 +66,10 @@ class Provider(ABC):
     @property
     def api_key(self) -> str:
         return self._api_key.get_secret_value()
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        return {name: value.get_secret_value() for name, value in self._secrets.items()}
 
     @abstractmethod
     async def fetch(self, http: AccountHttp) -> Reading:

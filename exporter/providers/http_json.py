@@ -1,24 +1,31 @@
-"""Any JSON balance API, by config: `request` says how to ask, `values` where to read.
+"""Any balance API, by config: `request` says how to ask, `values` where to read.
 
     - name: sms
       provider: http_json
       api_key_env: SMS_KEY
+      secrets: {account_id: {env: SMS_ACCOUNT}}
       request:
-        url: https://api.example.com/v1/balance
+        url: https://api.example.com/v1/accounts/{account_id}/balance
         method: POST
         headers: {Authorization: "Bearer {api_key}"}
+        query: {format: json}
         json: {key: "{api_key}"}
       values:
         balance_usd: data.balance
         credits:
-          - {credit_type: sms, pool: one_time, path: credits.sms}
-      error: error.message
+          - {credit_type: sms, pool: one_time, path: "subtract(credits.limit, credits.used)"}
+      error: error.code
+      error_reasons: {auth: [invalid_key]}
 
-`{api_key}` is replaced by the account's key in header values and in the string values of
-the JSON body, nowhere else: never in the URL, so the key cannot end up in a request line or
-an access log. `values` and `error` are JMESPath expressions, compiled and checked when the
-config loads. A value may be a JSON number or a numeric string (`"1,250.75"`); a configured
-value that is null or missing, not a number, NaN or infinite is `invalid_response`.
+Placeholders, `{api_key}`, `{<secret name>}` and (after a `login` call) `{token}`, are
+filled in the path of `request.url`, header values, `query` values, the string values of the
+`json` body, `form` values and `basic_auth`; any other `{...}` is sent as it is. The host, a
+static query string and everything the exporter prints about a request never carry one.
+`values` and `error` are JMESPath expressions (with the arithmetic functions of
+`exporter.providers.arithmetic`), compiled and checked when the config loads; a plain-text
+answer (`response: {format: text, pattern: ...}`) is read through the named groups of a
+regular expression. A value may be a JSON number or a numeric string (`"1,250.75"`); a
+configured value that is null or missing, not a number, NaN or infinite is `invalid_response`.
 `balance_usd` may be negative (postpaid accounts do go below zero, and that is what the alert
 is for); credits and daily limits may not.
 
@@ -29,8 +36,9 @@ engine checks that); anything else is `invalid_response`, never a number in the 
 
 Failures map to the same reasons as the built-in providers: 401/403 `auth`, 429
 `rate_limited` (honouring Retry-After), a status outside `ok_status` (default: any 2xx) `http`,
-or `provider_error` when a 4xx answer or an ok answer has the `error` expression not null.
-The provider's error text never reaches logs or labels: the cause only says the field is set.
+or, when a 4xx answer or an ok answer has the `error` expression not null, the reason
+`error_reasons` gives its value (default `provider_error`). The provider's error text never
+reaches logs or labels: the cause names only a value the config listed.
 
     apibalance_balance_usd{provider="http_json",account="sms"} 1250.75
     apibalance_credits{provider="http_json",account="sms",credit_type="sms",pool="one_time"} 830
@@ -38,13 +46,16 @@ The provider's error text never reaches logs or labels: the cause only says the 
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import math
 import re
 import urllib.parse
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
 import jmespath
 from jmespath import exceptions as jmespath_errors
-from jmespath.functions import Functions
 from jmespath.parser import ParsedResult
 from jmespath.visitor import TreeInterpreter
 from pydantic import (
@@ -57,17 +68,34 @@ from pydantic import (
 )
 from yarl import URL
 
+from exporter import logs
 from exporter.model import CollectError, Credit, Reading, Reason, finite_number, numeric_string
+from exporter.providers.arithmetic import FUNCTION_TABLE, FUNCTIONS
 from exporter.providers.base import Provider, status_error
-from exporter.settings import USD, AccountSettings, LabelValue, Strict
+from exporter.settings import (
+    USD,
+    AccountSettings,
+    LabelValue,
+    PositiveDuration,
+    SecretName,
+    SecretSource,
+    Strict,
+)
 from exporter.upstream import AccountHttp, Answer
 
 if TYPE_CHECKING:
     from jmespath.visitor import _TreeNode
 
 PLACEHOLDER = "{api_key}"
+KEY_NAME = "api_key"
+TOKEN_NAME = "token"  # noqa: S105 (the placeholder's name, not a token)
 MAX_EXPRESSION_CHARS = 1000
 MAX_CREDITS = 50
+MAX_SECRETS = 10
+# A plain-text balance answer is a line; a longer body is a page that is not the answer.
+MAX_TEXT_CHARS = 64 * 1024
+# A login token is renewed this long before the expiry the service announced.
+TOKEN_RENEW_MARGIN = 30.0
 # Statuses the HTTP layer answers itself (redirects refused, 429 rate_limited, 502-504 retried)
 # and the ones that always mean a rejected key: listing them as "ok" could never take effect.
 NEVER_OK = frozenset({401, 403, 429, 502, 503, 504})
@@ -76,7 +104,9 @@ RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "co
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 _HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e\t]*$")
 _CURRENCY_IN_ANSWER_RE = re.compile(r"[A-Za-z]{3}")
-_FUNCTIONS: dict[str, Any] = Functions.FUNCTION_TABLE
+_PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_FUNCTIONS: dict[str, Any] = FUNCTION_TABLE
+_SEARCH_OPTIONS = jmespath.Options(custom_functions=FUNCTIONS)
 # `[a, b]` and `{x: a, y: b}` copy their input once per item; nested or chained, the copies
 # multiply (`[@,@][]` twenty times over is a million values from one). An expression whose
 # items multiply past this is refused at load.
@@ -186,19 +216,67 @@ Expression = Annotated[
 ]
 
 
+# -- placeholders -----------------------------------------------------------------------
+
+
+def placeholders_in(text: str) -> set[str]:
+    return set(_PLACEHOLDER_RE.findall(text))
+
+
+def fill(text: str, values: Mapping[str, str], quote: Callable[[str], str] | None = None) -> str:
+    """`text` with each known `{name}` replaced, in one pass (a value is never filled again)."""
+
+    def replace(match: re.Match[str]) -> str:
+        value = values.get(match.group(1))
+        if value is None:
+            return match.group(0)
+        return quote(value) if quote is not None else value
+
+    return _PLACEHOLDER_RE.sub(replace, text)
+
+
+def fill_json(value: JsonValue, values: Mapping[str, str]) -> JsonValue:
+    """`value` with placeholders filled in every string value (keys stay as they are)."""
+    if isinstance(value, str):
+        return fill(value, values)
+    if isinstance(value, list):
+        return [fill_json(item, values) for item in value]
+    if isinstance(value, dict):
+        return {name: fill_json(item, values) for name, item in value.items()}
+    return value
+
+
+def _json_placeholders(value: JsonValue) -> set[str]:
+    if isinstance(value, str):
+        return placeholders_in(value)
+    if isinstance(value, list):
+        return set().union(*(_json_placeholders(item) for item in value))
+    if isinstance(value, dict):
+        return set().union(*(_json_placeholders(item) for item in value.values()))
+    return set()
+
+
+def _quote_path_segment(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
 # -- request ----------------------------------------------------------------------------
 
 
 def check_request_url(value: str) -> str:
-    """The whole URL of the balance call: http(s), a host, no credentials, no `{api_key}`.
+    """The whole URL of a call: http(s), a host, no credentials; placeholders in the path only.
 
-    A static query string is allowed (`?currency=USD`): the key is never substituted there,
-    and a key typed into it literally is refused by the loader like any key in a URL.
+    A static query string is allowed (`?currency=USD`); secrets go in `query`, which is
+    encoded properly, and a key typed into the URL literally is refused by the loader.
     """
-    if PLACEHOLDER in value or PLACEHOLDER in urllib.parse.unquote(value):
-        raise ValueError(
-            f"must not contain {PLACEHOLDER}: the key goes only in headers or the json body"
-        )
+    parts = urllib.parse.urlsplit(value)
+    unquoted = urllib.parse.unquote(value)
+    if placeholders_in(unquoted) - placeholders_in(value):
+        raise ValueError("write placeholders as {name}, not percent-encoded")
+    if placeholders_in(parts.netloc) or "{" in parts.netloc:
+        raise ValueError("placeholders may only be in the path: the host is fixed")
+    if placeholders_in(parts.query):
+        raise ValueError("placeholders may only be in the path; put query parameters in query")
     try:
         url = URL(value)
     except ValueError:
@@ -206,7 +284,7 @@ def check_request_url(value: str) -> str:
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError("must be an http:// or https:// URL with a host")
     if url.user is not None or url.password is not None:
-        raise ValueError("must not carry credentials; use api_key_file or api_key_env")
+        raise ValueError("must not carry credentials; use basic_auth with placeholders")
     if url.fragment:
         raise ValueError("must not have a fragment")
     return value
@@ -220,35 +298,27 @@ def _check_header_value(value: str) -> str:
 
 
 HeaderValue = Annotated[str, Field(max_length=8192), AfterValidator(_check_header_value)]
+FieldValue = Annotated[str, Field(max_length=8192)]
 
 
-def _has_placeholder(value: JsonValue) -> bool:
-    if isinstance(value, str):
-        return PLACEHOLDER in value
-    if isinstance(value, list):
-        return any(_has_placeholder(item) for item in value)
-    if isinstance(value, dict):
-        return any(_has_placeholder(item) for item in value.values())
-    return False
-
-
-def fill_key(value: JsonValue, key: str) -> JsonValue:
-    """`value` with `{api_key}` replaced by the key in every string value (keys stay as they are)."""
-    if isinstance(value, str):
-        return value.replace(PLACEHOLDER, key)
-    if isinstance(value, list):
-        return [fill_key(item, key) for item in value]
-    if isinstance(value, dict):
-        return {name: fill_key(item, key) for name, item in value.items()}
-    return value
+class BasicAuth(Strict):
+    username: FieldValue
+    password: FieldValue
 
 
 class RequestSettings(Strict):
     url: Annotated[str, Field(max_length=2048), AfterValidator(check_request_url)]
-    # Without `method`: POST when there is a json body, else GET.
+    # Without `method`: POST when there is a body (json or form), else GET.
     method: Literal["GET", "POST"] | None = None
     headers: dict[str, HeaderValue] = Field(default_factory=dict, max_length=50)
+    query: dict[Annotated[str, Field(min_length=1, max_length=256)], FieldValue] = Field(
+        default_factory=dict, max_length=50
+    )
     json_body: JsonValue = Field(default=None, alias="json")
+    form: dict[Annotated[str, Field(min_length=1, max_length=256)], FieldValue] | None = Field(
+        default=None, max_length=50
+    )
+    basic_auth: BasicAuth | None = None
 
     @field_validator("headers")
     @classmethod
@@ -266,25 +336,110 @@ class RequestSettings(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.json_body is not None:
+        header_names = {name.lower() for name in self.headers}
+        if self.json_body is not None and self.form is not None:
+            raise ValueError("json and form are both request bodies: give one of them")
+        for body, kind in ((self.json_body, "json"), (self.form, "form")):
+            if body is None:
+                continue
             if self.method == "GET":
-                raise ValueError("json is a request body: use method POST (or leave method out)")
-            if any(name.lower() == "content-type" for name in self.headers):
-                raise ValueError("with json, Content-Type is application/json; remove the header")
-        if not any(PLACEHOLDER in value for value in self.headers.values()) and not (
-            _has_placeholder(self.json_body)
-        ):
-            raise ValueError(
-                f"the key would never be sent: put {PLACEHOLDER} in a header value "
-                "or a string of the json body"
-            )
+                raise ValueError(f"{kind} is a request body: use method POST (or leave method out)")
+            if "content-type" in header_names:
+                media = "application/json" if kind == "json" else "form-urlencoded"
+                raise ValueError(f"with {kind}, Content-Type is {media}; remove the header")
+        if self.basic_auth is not None and "authorization" in header_names:
+            raise ValueError("basic_auth sets the Authorization header; remove the header")
         return self
 
     @property
     def effective_method(self) -> str:
         if self.method is not None:
             return self.method
-        return "GET" if self.json_body is None else "POST"
+        return "GET" if self.json_body is None and self.form is None else "POST"
+
+    def placeholders(self) -> set[str]:
+        """Every `{name}` the request would fill."""
+        found = placeholders_in(urllib.parse.urlsplit(self.url).path)
+        for text in (*self.headers.values(), *self.query.values(), *(self.form or {}).values()):
+            found |= placeholders_in(text)
+        if self.basic_auth is not None:
+            found |= placeholders_in(self.basic_auth.username)
+            found |= placeholders_in(self.basic_auth.password)
+        return found | _json_placeholders(self.json_body)
+
+
+# -- response and login -----------------------------------------------------------------
+
+
+class ResponseSettings(Strict):
+    """How the body is read: JSON, or text through the named groups of `pattern`."""
+
+    format: Literal["json", "text"] = "json"
+    pattern: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
+
+    @model_validator(mode="after")
+    def _pattern_for_text(self) -> Self:
+        if self.format == "json":
+            if self.pattern is not None:
+                raise ValueError("pattern is for format text; a JSON answer is read by values")
+            return self
+        if self.pattern is None:
+            raise ValueError("format text needs a pattern with named groups, like (?P<balance>...)")
+        try:
+            compiled = re.compile(self.pattern)
+        except re.error as error:
+            raise ValueError(
+                f"pattern is not a valid regular expression: {error.msg} at position {error.pos}"
+            ) from None
+        if not compiled.groupindex:
+            raise ValueError("pattern needs at least one named group, like (?P<balance>[0-9.]+)")
+        if "text" in compiled.groupindex:
+            raise ValueError("a group cannot be named text: that name holds an unmatched answer")
+        return self
+
+
+ErrorValue = Annotated[str, Field(min_length=1, max_length=256)] | int
+
+
+class ErrorReasons(Strict):
+    """Values of `error` that mean a rejected key or too many requests."""
+
+    auth: list[ErrorValue] = Field(default_factory=list, max_length=100)
+    rate_limited: list[ErrorValue] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _apart(self) -> Self:
+        both = {str(v) for v in self.auth} & {str(v) for v in self.rate_limited}
+        if both:
+            raise ValueError(f"{sorted(both)[0]!r} is listed under both auth and rate_limited")
+        return self
+
+    def reason(self, value: object) -> Reason | None:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            return None
+        text = str(value)
+        if text in {str(v) for v in self.auth}:
+            return Reason.AUTH
+        if text in {str(v) for v in self.rate_limited}:
+            return Reason.RATE_LIMITED
+        return None
+
+
+class LoginSettings(Strict):
+    """A call that trades the key for a token, made before the balance call needs one."""
+
+    request: RequestSettings
+    token: Expression
+    # Seconds the token lives, read from the login answer; or a fixed lifetime; with neither,
+    # the token is used until the balance call answers 401.
+    expires_in: Expression | None = None
+    lifetime: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _one_lifetime(self) -> Self:
+        if self.expires_in is not None and self.lifetime is not None:
+            raise ValueError("give expires_in (read from the answer) or lifetime, not both")
+        return self
 
 
 # -- values -----------------------------------------------------------------------------
@@ -363,7 +518,11 @@ def _check_ok_status(statuses: list[int]) -> list[int]:
 class HttpJsonSettings(AccountSettings):
     request: RequestSettings
     values: ValueSettings
+    secrets: dict[SecretName, SecretSource] = Field(default_factory=dict, max_length=MAX_SECRETS)
+    response: ResponseSettings = Field(default_factory=ResponseSettings)
+    login: LoginSettings | None = None
     error: Expression | None = None
+    error_reasons: ErrorReasons | None = None
     ok_status: (
         Annotated[list[int], Field(min_length=1, max_length=50), AfterValidator(_check_ok_status)]
         | None
@@ -394,20 +553,55 @@ class HttpJsonSettings(AccountSettings):
             return None
         return super().known_currency()
 
+    @field_validator("secrets")
+    @classmethod
+    def _free_names(cls, secrets: dict[str, SecretSource]) -> dict[str, SecretSource]:
+        for name in secrets:
+            if name in (KEY_NAME, TOKEN_NAME, "base_url"):
+                raise ValueError(f"{name} is a placeholder of its own; name the secret otherwise")
+        return secrets
+
+    @model_validator(mode="after")
+    def _every_secret_sent(self) -> Self:
+        used = self.request.placeholders()
+        if self.login is not None:
+            login_used = self.login.request.placeholders()
+            if TOKEN_NAME in login_used:
+                raise ValueError("{token} is what login returns; the login request cannot use it")
+            if TOKEN_NAME not in used:
+                raise ValueError("the login token would never be sent: put {token} in the request")
+            used |= login_used
+        if KEY_NAME not in used:
+            raise ValueError(
+                f"the key would never be sent: put {PLACEHOLDER} in a header value, a query "
+                "value, the URL path, a string of the json or form body, or basic_auth"
+            )
+        for name in self.secrets:
+            if name not in used:
+                raise ValueError(f"secrets.{name} would never be sent: use {{{name}}} somewhere")
+        if self.error_reasons is not None and self.error is None:
+            raise ValueError("error_reasons maps values of error: give error too")
+        return self
+
 
 # -- the provider -----------------------------------------------------------------------
 
 
 class HttpJson(Provider):
-    """Any JSON balance API: asks `request.url` as configured, reads `values` by JMESPath."""
+    """Any balance API: asks `request.url` as configured, reads `values` by JMESPath."""
 
     type_name = "http_json"
     default_base_url = None
-    settings_model = HttpJsonSettings
-    url_setting = ("request", "url")
+    settings_model: ClassVar[type[AccountSettings]] = HttpJsonSettings
+    url_setting: ClassVar[tuple[str, ...]] = ("request", "url")
 
-    def __init__(self, settings: AccountSettings, api_key: SecretStr) -> None:
-        super().__init__(settings, api_key)
+    def __init__(
+        self,
+        settings: AccountSettings,
+        api_key: SecretStr,
+        secrets: Mapping[str, SecretStr] | None = None,
+    ) -> None:
+        super().__init__(settings, api_key, secrets)
         assert isinstance(settings, HttpJsonSettings)
         self.config = settings
         values = settings.values
@@ -428,51 +622,156 @@ class HttpJson(Provider):
         self._error = None if settings.error is None else compile_expression(settings.error)
         self._currency = None if values.currency is None else compile_expression(values.currency)
         self._configured_currency = settings.known_currency()
+        self._reasons = settings.error_reasons or ErrorReasons()
+        response = settings.response
+        self._pattern = None if response.pattern is None else re.compile(response.pattern)
+        login = settings.login
+        self._token_expression = None if login is None else compile_expression(login.token)
+        self._expires_in = (
+            None
+            if login is None or login.expires_in is None
+            else compile_expression(login.expires_in)
+        )
+        self._token: str | None = None
+        self._token_expires = 0.0
 
     @classmethod
     def upstream_url(cls, settings: AccountSettings) -> str | None:
         assert isinstance(settings, HttpJsonSettings)
         return settings.request.url
 
+    @classmethod
+    def secret_sources(cls, settings: AccountSettings) -> Mapping[str, SecretSource]:
+        assert isinstance(settings, HttpJsonSettings)
+        return settings.secrets
+
+    def placeholder_values(self) -> dict[str, str]:
+        return {**self.secrets, KEY_NAME: self.api_key}
+
     async def fetch(self, http: AccountHttp) -> Reading:
-        request = self.config.request
-        # AccountHttp appends the path to the account's URL; here that URL is already whole.
-        answer = await http.request(
-            request.effective_method,
-            "",
-            headers={
-                name: value.replace(PLACEHOLDER, self.api_key)
-                for name, value in request.headers.items()
-            },
-            json_body=fill_key(request.json_body, self.api_key),
-        )
+        values = self.placeholder_values()
+        if self.config.login is None:
+            answer = await self._send(http, self.config.request, values)
+        else:
+            answer = await self._send_with_token(http, values)
         if answer.status in (401, 403):
             raise status_error(answer)
         if not self._ok(answer.status):
             raise self._refusal(answer)
-        body = answer.json()
+        document = self._document(answer)
         budget = Budget()
-        if self._error is not None and _search(self._error, body, "error", budget) is not None:
-            raise CollectError(Reason.PROVIDER_ERROR, "error field set")
-        return self._read(body, budget)
+        if self._error is not None:
+            flagged = _search(self._error, document, "error", budget)
+            if flagged is not None:
+                raise self._error_for(flagged, "")
+        return self._read(document, budget)
+
+    async def _send(
+        self, http: AccountHttp, request: RequestSettings, values: Mapping[str, str]
+    ) -> Answer:
+        url = urllib.parse.urlsplit(request.url)
+        target = fill(url.path, values, _quote_path_segment) or "/"
+        query = [(name, fill(value, values)) for name, value in request.query.items()]
+        static = url.query
+        if static or query:
+            target += "?" + "&".join(
+                part for part in (static, urllib.parse.urlencode(query)) if part
+            )
+        headers = {name: fill(value, values) for name, value in request.headers.items()}
+        if request.basic_auth is not None:
+            pair = f"{fill(request.basic_auth.username, values)}:{fill(request.basic_auth.password, values)}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        form = None
+        if request.form is not None:
+            form = {name: fill(value, values) for name, value in request.form.items()}
+        # The account's URL is this request's URL: only its origin is kept, so the filled path
+        # goes to the configured host and nowhere else.
+        return await http.request(
+            request.effective_method,
+            target,
+            headers=headers,
+            json_body=fill_json(request.json_body, values),
+            form=form,
+            from_origin=True,
+        )
+
+    async def _send_with_token(self, http: AccountHttp, values: dict[str, str]) -> Answer:
+        now = asyncio.get_running_loop().time()
+        reused = self._token is not None and now < self._token_expires
+        token = (
+            self._token if reused and self._token is not None else await self._log_in(http, values)
+        )
+        answer = await self._send(http, self.config.request, {**values, TOKEN_NAME: token})
+        if answer.status == 401 and reused:
+            # The service may end a session before its announced expiry: log in once more.
+            self._token = None
+            token = await self._log_in(http, values)
+            answer = await self._send(http, self.config.request, {**values, TOKEN_NAME: token})
+        return answer
+
+    async def _log_in(self, http: AccountHttp, values: Mapping[str, str]) -> str:
+        login = self.config.login
+        assert login is not None
+        assert self._token_expression is not None
+        self._token = None
+        answer = await self._send(http, login.request, values)
+        if not answer.ok:
+            error = status_error(answer)
+            raise CollectError(error.reason, f"login: {error.cause}")
+        document = answer.json()
+        budget = Budget()
+        token = _search(self._token_expression, document, "login.token", budget)
+        if not isinstance(token, str) or not token or not _HEADER_VALUE_RE.match(token):
+            raise CollectError(Reason.INVALID_RESPONSE, "login.token is not a printable string")
+        logs.register_secret(token)
+        lifetime = math.inf
+        if self._expires_in is not None:
+            found = _search(self._expires_in, document, "login.expires_in", budget)
+            lifetime = read_number(found, "login.expires_in", 0.0)
+        elif login.lifetime is not None:
+            lifetime = login.lifetime
+        now = asyncio.get_running_loop().time()
+        self._token = token
+        self._token_expires = now + lifetime - min(TOKEN_RENEW_MARGIN, lifetime / 10)
+        return token
 
     def _ok(self, status: int) -> bool:
         if self.config.ok_status is None:
             return 200 <= status < 300
         return status in self.config.ok_status
 
+    def _document(self, answer: Answer) -> Any:
+        """The answer as the document `values` and `error` read."""
+        if self._pattern is None:
+            return answer.json()
+        try:
+            text = answer.body.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise CollectError(
+                Reason.INVALID_RESPONSE, f"HTTP {answer.status} body is not UTF-8 text"
+            ) from None
+        if len(text) > MAX_TEXT_CHARS:
+            raise CollectError(Reason.INVALID_RESPONSE, "text answer longer than 64 KiB")
+        match = self._pattern.search(text)
+        # An answer the pattern does not read is offered whole as `text`, for `error`.
+        return match.groupdict() if match is not None else {"text": text}
+
+    def _error_for(self, value: object, prefix: str) -> CollectError:
+        reason = self._reasons.reason(value)
+        if reason is None:
+            return CollectError(Reason.PROVIDER_ERROR, f"{prefix}error field set")
+        # Only a value the config lists is named: the provider's own text never is.
+        return CollectError(reason, f"{prefix}error {value}")
+
     def _refusal(self, answer: Answer) -> CollectError:
         """A client error that says so in its `error` field is the provider's; others, HTTP's."""
         if self._error is not None and 400 <= answer.status < 500:
-            body = answer.json_or_none()
             try:
-                flagged = (
-                    body is not None and _search(self._error, body, "error", Budget()) is not None
-                )
+                flagged = _search(self._error, self._document(answer), "error", Budget())
             except CollectError:
-                flagged = False
-            if flagged:
-                return CollectError(Reason.PROVIDER_ERROR, f"HTTP {answer.status}, error field set")
+                flagged = None
+            if flagged is not None:
+                return self._error_for(flagged, f"HTTP {answer.status}, ")
         return status_error(answer)
 
     def _read(self, body: Any, budget: Budget) -> Reading:
@@ -533,7 +832,7 @@ class _BudgetedInterpreter(TreeInterpreter):
     """
 
     def __init__(self, budget: Budget) -> None:
-        super().__init__()
+        super().__init__(_SEARCH_OPTIONS)
         self._budget = budget
 
     def visit(self, node: _TreeNode, *args: Any, **kwargs: Any) -> Any:

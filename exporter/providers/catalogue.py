@@ -1,0 +1,196 @@
+"""Ready providers for known services: each is data, an `http_json` definition in a YAML file.
+
+    accounts:
+      - name: search
+        provider: serpapi
+        api_key_env: SERPAPI_KEY
+
+`exporter/catalogue/<type>.yml` describes one service: where its documents are (`source`),
+its `family`, its host (`base_url`, which an account's `base_url` overrides: the definition
+says `{base_url}` where the host goes), the secrets it needs besides the key, how often it may
+be asked (`min_interval`), and the `http_json` definition that asks and reads it. The type
+name is the file name: the service's name in lower case without punctuation.
+
+An account of a catalogue type takes only the keys every provider takes, plus `secrets` for
+the ones the service needs (Twilio's `account_sid`); everything else is the entry's.
+`exporter/catalogue/answers/<type>.yml` holds the service's documented answers, which the
+simulator serves and the tests check.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+import yaml
+from pydantic import Field, JsonValue, SecretStr, ValidationError, model_validator
+
+from exporter.providers.http_json import HttpJson, HttpJsonSettings
+from exporter.settings import (
+    AccountSettings,
+    BaseUrl,
+    Duration,
+    SecretName,
+    SecretSource,
+    Strict,
+)
+
+FAMILIES = ("captcha", "proxy", "scraping", "serp", "sms", "enrichment", "llm", "messaging")
+BASE_URL = "{base_url}"
+
+
+class Entry(Strict):
+    """One catalogue file."""
+
+    service: Annotated[str, Field(min_length=1, max_length=64)]
+    family: Literal["captcha", "proxy", "scraping", "serp", "sms", "enrichment", "llm", "messaging"]
+    source: list[Annotated[str, Field(pattern=r"^https://")]] = Field(min_length=1)
+    base_url: BaseUrl
+    # For the README's providers table: what the metrics say, and where the key travels.
+    reports: Annotated[str, Field(min_length=1)]
+    key: Annotated[str, Field(min_length=1)]
+    # name: what the secret is, for the error that asks for it
+    secrets: dict[SecretName, str] = Field(default_factory=dict)
+    min_interval: Duration = 0.0
+    http_json: dict[str, JsonValue]
+
+    @model_validator(mode="after")
+    def _host_is_a_placeholder(self) -> Self:
+        request = self.http_json.get("request")
+        url = request.get("url") if isinstance(request, dict) else None
+        if not isinstance(url, str) or not url.startswith(BASE_URL + "/"):
+            raise ValueError("http_json.request.url must start with {base_url}/")
+        return self
+
+    def definition(self, base_url: str | None) -> HttpJsonSettings:
+        """The http_json settings of an account of this service, asking `base_url`."""
+        origin = base_url or self.base_url
+        data = _with_base_url(self.http_json, origin)
+        assert isinstance(data, dict)
+        return HttpJsonSettings.model_validate(
+            {
+                **data,
+                "name": "catalogue",
+                "provider": "http_json",
+                # The key and secrets are read by the loader from the account's own settings;
+                # these only satisfy the model, which checks every secret is sent somewhere.
+                "api_key": "unused",
+                "secrets": {name: {"value": "unused"} for name in self.secrets},
+            }
+        )
+
+
+def _with_base_url(value: JsonValue, origin: str) -> JsonValue:
+    """The definition with `{base_url}` replaced in the URLs (`request.url`, `login.request.url`)."""
+    if isinstance(value, dict):
+        return {
+            name: (
+                item.replace(BASE_URL, origin, 1)
+                if name == "url" and isinstance(item, str)
+                else _with_base_url(item, origin)
+            )
+            for name, item in value.items()
+        }
+    return value
+
+
+class CatalogueSettings(AccountSettings):
+    """An account of a catalogue type: the common keys, and the secrets the service needs."""
+
+    secrets: dict[SecretName, SecretSource] = Field(default_factory=dict)
+    needed_secrets: ClassVar[Mapping[str, str]] = {}
+
+    @model_validator(mode="after")
+    def _the_secrets_the_service_needs(self) -> Self:
+        for name in self.secrets:
+            if name not in self.needed_secrets:
+                needed = ", ".join(self.needed_secrets) or "none besides the key"
+                raise ValueError(f"{self.provider} takes no secret {name} (it needs: {needed})")
+        for name, what in self.needed_secrets.items():
+            if name not in self.secrets:
+                raise ValueError(
+                    f"secrets.{name} is required for {self.provider}: {what} "
+                    f"(secrets: {{{name}: {{env: VARIABLE}}}})"
+                )
+        return self
+
+
+class CatalogueProvider(HttpJson):
+    """A catalogue entry, run by the http_json engine."""
+
+    entry: ClassVar[Entry]
+    settings_model: ClassVar[type[AccountSettings]] = CatalogueSettings
+    url_setting: ClassVar[tuple[str, ...]] = ("base_url",)
+
+    def __init__(
+        self,
+        settings: AccountSettings,
+        api_key: SecretStr,
+        secrets: Mapping[str, SecretStr] | None = None,
+    ) -> None:
+        super().__init__(self.entry.definition(settings.base_url), api_key, secrets)
+        self.settings = settings
+
+    @classmethod
+    def upstream_url(cls, settings: AccountSettings) -> str | None:
+        return cls.entry.definition(settings.base_url).request.url
+
+    @classmethod
+    def secret_sources(cls, settings: AccountSettings) -> Mapping[str, SecretSource]:
+        assert isinstance(settings, CatalogueSettings)
+        return settings.secrets
+
+
+def provider_for(type_name: str, entry: Entry) -> type[CatalogueProvider]:
+    settings_model = type(
+        f"{type_name}_settings",
+        (CatalogueSettings,),
+        {"__module__": __name__, "needed_secrets": dict(entry.secrets)},
+    )
+    return type(
+        f"{type_name}_provider",
+        (CatalogueProvider,),
+        {
+            "__module__": __name__,
+            "type_name": type_name,
+            "default_base_url": entry.base_url,
+            "settings_model": settings_model,
+            "min_interval": entry.min_interval,
+            "entry": entry,
+        },
+    )
+
+
+def entry_files() -> dict[str, str]:
+    """Type name -> text of every catalogue file shipped in the package."""
+    folder = importlib.resources.files("exporter") / "catalogue"
+    return {
+        item.name.removesuffix(".yml"): item.read_text(encoding="utf-8")
+        for item in sorted(folder.iterdir(), key=lambda item: item.name)
+        if item.name.endswith(".yml")
+    }
+
+
+def load_entry(type_name: str, text: str) -> Entry:
+    """The entry, with its definition checked as an account's would be; ValueError if broken."""
+    try:
+        entry = Entry.model_validate(yaml.safe_load(text))
+        entry.definition(None)
+    except ValidationError as error:
+        raise ValueError(f"catalogue entry {type_name}: {error}") from None
+    return entry
+
+
+def load_catalogue() -> dict[str, type[CatalogueProvider]]:
+    return {
+        name: provider_for(name, load_entry(name, text)) for name, text in entry_files().items()
+    }
+
+
+def answers_of(type_name: str) -> dict[str, Any]:
+    """The documented answers of a catalogue service (for the simulator and the tests)."""
+    path = importlib.resources.files("exporter") / "catalogue" / "answers" / f"{type_name}.yml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data

@@ -1,0 +1,238 @@
+"""The catalogue: every entry's documented answers, served by the simulator over loopback, give
+the exact metrics and the right reason; an account of a catalogue type takes only the common
+keys and the secrets its service needs; the README shows every entry and its examples run."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+
+from exporter.config import ConfigError, build_config, parse_config
+from exporter.engine import Engine
+from exporter.model import Reason
+from exporter.providers import BUILT_IN, CATALOGUE
+from exporter.providers.catalogue import FAMILIES, CatalogueProvider, answers_of, entry_files
+from exporter.simulator import Fault, SimAccount, Simulator, documented_answer
+from exporter.upstream import Upstream
+from tests.conftest import ExporterFactory
+from tests.helpers import README, readme_yaml, samples
+
+KEY = "catalogue-key-0123456789abcdef"
+ENTRIES = sorted(CATALOGUE)
+SECTION = "## Ready providers: the catalogue"
+
+
+def entry_class(name: str) -> type[CatalogueProvider]:
+    provider = CATALOGUE[name]
+    assert issubclass(provider, CatalogueProvider)
+    return provider
+
+
+def secret_value(name: str, secret: str) -> str:
+    return f"{name}-{secret}-secret-value"
+
+
+def account_of(name: str, simulator: Simulator, key: str = KEY, **more: Any) -> dict[str, Any]:
+    secrets = {
+        secret: {"value": secret_value(name, secret)} for secret in entry_class(name).entry.secrets
+    }
+    settings: dict[str, Any] = {
+        "name": name,
+        "provider": name,
+        "api_key": key,
+        "base_url": simulator.base_url(f"catalogue/{name}"),
+        "cache_ttl": "0s",
+        **more,
+    }
+    if secrets:
+        settings["secrets"] = secrets
+    return settings
+
+
+def served(answer: dict[str, Any]) -> Fault:
+    async def fault(request: web.Request) -> web.StreamResponse:
+        return documented_answer(answer)
+
+    return fault
+
+
+def test_there_are_entries_beyond_the_built_ins() -> None:
+    assert len(ENTRIES) >= 10
+    assert not set(ENTRIES) & set(BUILT_IN)
+    assert set(entry_files()) == set(ENTRIES)
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_the_entry_describes_itself(name: str) -> None:
+    entry = entry_class(name).entry
+    # The type is the service's name in lower case without punctuation.
+    assert name == re.sub(r"[^a-z0-9]", "", entry.service.lower())
+    assert entry.family in FAMILIES
+    assert all(url.startswith("https://") for url in entry.source)
+    answers = answers_of(name)
+    assert answers["success"]["expect"]
+    assert answers["errors"], "at least one documented error answer"
+    assert {error["reason"] for error in answers["errors"]} <= {r.value for r in Reason}
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+async def test_the_documented_success_gives_the_exact_metrics(
+    name: str, simulator: Simulator, make_exporter: ExporterFactory
+) -> None:
+    simulator.add(f"catalogue/{name}", SimAccount(KEY))
+    _, client = await make_exporter({"accounts": [account_of(name, simulator)]})
+    found = samples(await (await client.get("/metrics")).text())
+    mine = {
+        (metric, frozenset((k, v) for k, v in labels if k not in ("provider", "account"))): value
+        for (metric, labels), value in found.items()
+        if ("account", name) in labels and ("provider", name) in labels
+    }
+    expect = answers_of(name)["success"]["expect"]
+    wanted: dict[tuple[str, frozenset[tuple[str, str]]], float] = {
+        ("apibalance_up", frozenset()): 1.0
+    }
+    for metric in ("balance_usd", "daily_limit_remaining", "daily_limit_reset_seconds"):
+        if metric in expect:
+            wanted[(f"apibalance_{metric}", frozenset())] = float(expect[metric])
+    for credit_type, pool, number in expect.get("credits", []):
+        labels = frozenset({("credit_type", credit_type), ("pool", pool)})
+        wanted[("apibalance_credits", labels)] = float(number)
+    reported = {
+        key: value
+        for key, value in mine.items()
+        if key[0]
+        in (
+            "apibalance_up",
+            "apibalance_balance_usd",
+            "apibalance_credits",
+            "apibalance_daily_limit_remaining",
+            "apibalance_daily_limit_reset_seconds",
+        )
+    }
+    assert reported == pytest.approx(wanted)
+
+
+@pytest.mark.parametrize(
+    ("name", "index"),
+    [(name, index) for name in ENTRIES for index in range(len(answers_of(name)["errors"]))],
+)
+async def test_each_documented_error_gives_its_reason(
+    name: str, index: int, simulator: Simulator, upstream: Upstream
+) -> None:
+    error = answers_of(name)["errors"][index]
+    simulator.add(f"catalogue/{name}", SimAccount(KEY).then(served(error)))
+    config = build_config({"accounts": [account_of(name, simulator)]}, source="test")
+    [snapshot] = await Engine(config, upstream).collect()
+    assert snapshot.outcome.reason is Reason(error["reason"])
+    assert snapshot.outcome.reading is None
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+async def test_a_key_the_service_does_not_know_is_auth(
+    name: str, simulator: Simulator, upstream: Upstream
+) -> None:
+    simulator.add(f"catalogue/{name}", SimAccount(KEY))
+    wrong = account_of(name, simulator, key="not-the-key-0123456789")
+    config = build_config({"accounts": [wrong]}, source="test")
+    [snapshot] = await Engine(config, upstream).collect()
+    assert snapshot.outcome.reason is Reason.AUTH
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_the_default_host_is_the_services(name: str) -> None:
+    entry = entry_class(name).entry
+    settings = {k: v for k, v in account_of(name, Simulator()).items() if k != "base_url"}
+    [acct] = build_config({"accounts": [settings]}, source="t").accounts
+    assert acct.base_url.startswith(entry.base_url + "/")
+
+
+def test_an_account_takes_only_the_common_keys_and_its_secrets() -> None:
+    text = """\
+accounts:
+  - name: s
+    provider: serpapi
+    api_key: k-0123456789
+    request: {url: "https://elsewhere.example.com"}
+  - name: t
+    provider: twilio
+    api_key: k-0123456789
+  - name: u
+    provider: serpapi
+    api_key: k-0123456789
+    secrets: {account_sid: {value: x}}
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="cfg.yml")
+    joined = "\n".join(caught.value.lines)
+    assert "cfg.yml:5: accounts[0].request: unknown key" in joined
+    assert "accounts[1]: secrets.account_sid is required for twilio" in joined
+    assert "accounts[2]: serpapi takes no secret account_sid" in joined
+
+
+async def test_the_requests_as_the_services_document_them(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    """The done-when services: key in the query, Basic auth with two secrets, plain text,
+    limit minus used, a login first."""
+    names = ["serpapi", "twilio", "smsactivate", "scraperapi", "textverified"]
+    for name in names:
+        simulator.add(f"catalogue/{name}", SimAccount(KEY))
+    config = build_config({"accounts": [account_of(name, simulator) for name in names]}, source="t")
+    snapshots = await Engine(config, upstream).collect()
+    assert all(snapshot.outcome.ok for snapshot in snapshots), [s.outcome.error for s in snapshots]
+    seen = {(r.provider.removeprefix("catalogue/"), r.path): r for r in simulator.requests}
+    serp = seen[("serpapi", "/catalogue/serpapi/account.json")]
+    assert serp.query == f"api_key={KEY}"
+    sid = secret_value("twilio", "account_sid")
+    twilio = seen[("twilio", f"/catalogue/twilio/2010-04-01/Accounts/{sid}/Balance.json")]
+    assert twilio.headers["Authorization"].startswith("Basic ")
+    sms = seen[("smsactivate", "/catalogue/smsactivate/stubs/handler_api.php")]
+    assert sms.query == f"api_key={KEY}&action=getBalance"
+    login = seen[("textverified", "/catalogue/textverified/api/pub/v2/auth")]
+    assert (login.method, login.headers["X-API-KEY"]) == ("POST", KEY)
+    assert login.headers["X-API-USERNAME"] == secret_value("textverified", "username")
+    me = seen[("textverified", "/catalogue/textverified/api/pub/v2/account/me")]
+    assert me.headers["Authorization"].startswith("Bearer sim-textverified-token-")
+
+
+def test_the_readme_lists_every_entry() -> None:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n{SECTION}\n")
+    section = text[start : text.index("\n## ", start + 1)]
+    for name in ENTRIES:
+        entry = entry_class(name).entry
+        assert re.search(
+            rf"^\| `{name}` \| {re.escape(entry.service)} \| {entry.family} \|",
+            section,
+            re.MULTILINE,
+        ), name
+
+
+def readme_accounts() -> list[dict[str, Any]]:
+    return [a for block in readme_yaml(SECTION) for a in yaml.safe_load(block)["accounts"]]
+
+
+def test_the_readme_shows_the_done_when_services() -> None:
+    providers = {acct["provider"] for acct in readme_accounts()}
+    assert {"serpapi", "twilio", "smsactivate", "scraperapi", "textverified"} <= providers
+
+
+@pytest.mark.parametrize("index", range(len(readme_accounts())))
+async def test_the_readme_examples_run(
+    index: int, simulator: Simulator, upstream: Upstream
+) -> None:
+    acct = readme_accounts()[index]
+    name = acct["provider"]
+    settings = {k: v for k, v in acct.items() if k not in ("api_key_env", "api_key_file")}
+    settings["api_key"] = KEY
+    settings["base_url"] = simulator.base_url(f"catalogue/{name}")
+    if "secrets" in settings:
+        settings["secrets"] = {s: {"value": secret_value(name, s)} for s in settings["secrets"]}
+    simulator.add(f"catalogue/{name}", SimAccount(KEY))
+    config = build_config({"accounts": [settings]}, source="README.md")
+    [snapshot] = await Engine(config, upstream).collect()
+    assert snapshot.outcome.ok, snapshot.outcome.error

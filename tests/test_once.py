@@ -1,0 +1,83 @@
+"""`--collect.once`: every account collected once, printed as a table, exit 0 only when all
+are up, and never a key in what it prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.cli import main
+from exporter.demo import catalogue_accounts, demo_accounts
+from tests.helpers import write_config
+
+CANARY = "CANARY-once-5f3a9b1c7d-KEY"
+
+
+def test_the_demo_config(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--collect.once", "--demo", "--log.level", "error"])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "ACCOUNT",
+        "PROVIDER",
+        "UP",
+        "REASON",
+        "BALANCE",
+        "CREDITS",
+        "DAILY",
+        "LIMIT",
+        "DURATION",
+    ]
+    by_name = {line.split()[0]: line for line in lines[1:] if not line.startswith(" ")}
+    assert set(by_name) == {a.name for a in [*demo_accounts(), *catalogue_accounts()]}
+    assert by_name["decaptcha-main"].split()[1:5] == ["decaptcha", "1", "1,250.75", "USD"]
+    # Ocean reports six credit series: one on the account's line, five below it.
+    ocean = lines.index(by_name["ocean-main"])
+    assert "standard/one_time=5,000" in lines[ocean]
+    assert [line.split()[0] for line in lines[ocean + 1 : ocean + 6]] == [
+        "standard/recurrent=20,000",
+        "email/one_time=800",
+        "email/recurrent=2,000",
+        "phone/one_time=50",
+        "phone/recurrent=100",
+    ]
+    # The flaky demo accounts may fail on any run: the exit code says whether all were up.
+    every_up = all(line.split()[2] == "1" for line in by_name.values())
+    assert code == (0 if every_up else 1)
+
+
+def test_a_failing_account_exits_1_and_never_prints_its_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(
+        tmp_path,
+        {
+            "accounts": [
+                {
+                    "name": "nowhere",
+                    "provider": "http_json",
+                    "api_key": CANARY,
+                    "request": {
+                        "url": "http://127.0.0.1:1/v1/{api_key}/balance",
+                        "query": {"api_key": "{api_key}"},
+                    },
+                    "values": {"balance_usd": "balance"},
+                }
+            ]
+        },
+    )
+    code = main(["--collect.once", "--config.file", str(path)])
+    captured = capsys.readouterr()
+    assert code == 1
+    [_header, line] = captured.out.splitlines()
+    assert line.split()[:4] == ["nowhere", "http_json", "0", "connection:"]
+    assert CANARY not in captured.out + captured.err
+
+
+def test_a_broken_config_is_refused_with_its_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, "accounts:\n  - name: x\n    provider: nope\n")
+    assert main(["--collect.once", "--config.file", str(path)]) == 1
+    assert "accounts[0].provider: unknown provider 'nope'" in capsys.readouterr().err
