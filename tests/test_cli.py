@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from exporter import __version__
 from exporter.cli import GC_YOUNG_THRESHOLD, settle_heap
@@ -219,3 +221,39 @@ def test_settle_heap_freezes_the_startup_heap_and_raises_the_young_threshold() -
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize(
+    "fixture", ["invalid-alias-bomb.yml", "invalid-deep-nesting.yml", "invalid-nul-bytes.yml"]
+)
+def test_config_check_of_a_hostile_file_is_one_line(fixture: str) -> None:
+    path = Path(__file__).parent / "testdata" / fixture
+    result = run("--config.check", "--config.file", str(path))
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"{path}:")
+    assert "invalid YAML" in line
+
+
+async def test_a_fifo_key_file_fails_the_reload_and_sigterm_still_stops(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    simulator.add("capmonster", SimAccount("fifo-test-key-0001", balance=1.0))
+    first = account("first", "capmonster", "fifo-test-key-0001", simulator.base_url("capmonster"))
+    path = write_config(tmp_path, {"accounts": [first]})
+    async with exporter_process("--config.file", str(path)) as running:
+        os.mkfifo(tmp_path / "key.fifo")
+        by_fifo = {k: v for k, v in first.items() if k != "api_key"} | {"api_key_file": "key.fifo"}
+        write_config(tmp_path, {"accounts": [by_fifo]})
+        running.process.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            found = samples((await running.get("/metrics"))[1])
+            if value(found, "apibalance_config_last_reload_successful") == 0.0:
+                break
+            await asyncio.sleep(0.05)
+        assert value(found, "apibalance_config_last_reload_successful") == 0.0
+        assert accounts_in(found, "apibalance_up") == {"first"}
+        running.terminate()
+        code, stderr = await running.stop()
+    assert code == 0
+    assert "is a FIFO, not a regular file" in stderr
