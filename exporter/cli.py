@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import platform
 import signal
@@ -32,6 +31,7 @@ from exporter.connections import (
 from exporter.demo import DEMO_SOURCE, start_demo
 from exporter.engine import Engine
 from exporter.http import DEFAULT_MAX_REQUESTS, Exporter
+from exporter.runtime import settle_heap
 from exporter.settings import parse_duration
 from exporter.simulator import Simulator
 from exporter.upstream import Upstream
@@ -48,8 +48,6 @@ SHUTDOWN_GRACE_SECONDS = 15.0
 # aiohttp's 128, a burst of connections fills the queue and a scraper's connection waits
 # for a SYN retransmission, a second or more; the cap on open connections sorts them out.
 LISTEN_BACKLOG = 4096
-# Allocations between young collections (CPython's default is 700); see settle_heap.
-GC_YOUNG_THRESHOLD = 10_000
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -347,22 +345,6 @@ async def start(
         await running.close()
         raise
     return exporter, running
-
-
-def settle_heap() -> None:
-    """Tune the garbage collector for scrapes that keep many objects alive while they wait.
-
-    A scrape of 1000 accounts holds tens of thousands of objects (requests in flight) for the
-    upstream's latency. With the default settings that set off several collections per
-    scrape, full ones included, each going over the whole heap: about a third of the CPU of
-    a scrape (bench/bench.py). Freezing what lives as long as the process (modules, classes,
-    the config) keeps it out of every collection, and a larger first-generation threshold
-    makes the young collections fewer, for a little more garbage between them.
-    """
-    gc.collect()
-    gc.freeze()
-    _, second, third = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, second, third)
 
 
 async def serve(args: argparse.Namespace, addresses: Sequence[tuple[str | None, int]]) -> int:

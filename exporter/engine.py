@@ -20,7 +20,6 @@ whole minimum interval, and would set the upstream asked once per scrape.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import math
 import time
@@ -51,6 +50,9 @@ class Clock(Protocol):
 
     def wall(self) -> float: ...
 
+    async def wait(self, tasks: set[asyncio.Task[Outcome]], deadline: float) -> None:
+        """Until every task is done or `monotonic()` reaches `deadline`."""
+
 
 class SystemClock:
     def monotonic(self) -> float:
@@ -58,6 +60,9 @@ class SystemClock:
 
     def wall(self) -> float:
         return time.time()
+
+    async def wait(self, tasks: set[asyncio.Task[Outcome]], deadline: float) -> None:
+        await asyncio.wait(tasks, timeout=deadline - time.monotonic())
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,41 @@ def scrape_budget(account_timeout: float, scrape_timeout: float | None) -> float
     return min(account_timeout, usable)
 
 
+class InFlight:
+    """An account's collection in flight, and the scrapes waiting for it.
+
+    Every scrape that `join`s stops waiting exactly once: `leave` gives it the collection's
+    outcome, or its own timeout if the collection is not done; `walk_away` is for a scrape
+    cancelled meanwhile (its client went away), which takes nothing. Neither ends the
+    collection: it goes on within the account's timeout, and only its outcome is recorded
+    (see the module docstring).
+    """
+
+    def __init__(self, task: asyncio.Task[Outcome]) -> None:
+        self.task = task
+        self.waiting = 0
+
+    def join(self) -> None:
+        self.waiting += 1
+
+    def leave(self, budget: float, started: float, now: float) -> Outcome:
+        """The outcome for a scrape that joined at `started` and waited within `budget`."""
+        self._stop_waiting()
+        task = self.task
+        if task.done() and not task.cancelled():
+            return task.result()
+        error = CollectError(Reason.TIMEOUT, f"no answer within the {budget:.3g}s budget")
+        return Outcome(None, error, now, now - started)
+
+    def walk_away(self) -> None:
+        self._stop_waiting()
+
+    def _stop_waiting(self) -> None:
+        if self.waiting <= 0:
+            raise RuntimeError("a scrape stopped waiting for a collection it had not joined")
+        self.waiting -= 1
+
+
 class AccountState:
     def __init__(self, account: Account, upstream: Upstream, clock: Clock) -> None:
         self.account = account
@@ -113,10 +153,7 @@ class AccountState:
         self.not_before = -math.inf
         self.auth_failures = 0
         self.currency = account.currency
-        self._inflight: asyncio.Task[Outcome] | None = None
-
-    def monotonic(self) -> float:
-        return self._clock.monotonic()
+        self.inflight: InFlight | None = None
 
     def snapshot(self, outcome: Outcome) -> Snapshot:
         return Snapshot(
@@ -137,31 +174,20 @@ class AccountState:
 
     async def observe(self, budget: float) -> Outcome:
         """Join (or start) the in-flight collection and wait for it within `budget`."""
-        return (await observe_all([self], [budget]))[0]
+        return (await observe_all([self], [budget], self._clock))[0]
 
-    def join(self) -> Outcome | asyncio.Task[Outcome]:
-        """The outcome to reuse, or the in-flight collection (started if need be), which the
-        caller waits for and then `leave`s. A scrape cancelled meanwhile (its client went
-        away) just stops waiting."""
+    def join(self) -> Outcome | InFlight:
+        """The outcome to reuse, or the in-flight collection (started if need be), joined:
+        the caller waits for it, then leaves it or walks away."""
         reused = self.reusable()
         if reused is not None:
             return reused
-        task = self._inflight
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._collect())
-            self._inflight = task
-        return task
-
-    def leave(self, task: asyncio.Task[Outcome], budget: float, started: float) -> Outcome:
-        """Stop waiting for `task`: its outcome, or this scrape's timeout if it is not done.
-
-        A scrape's timeout is its own: the collection goes on for the others and for later
-        scrapes, and only its outcome is recorded (see the module docstring).
-        """
-        if task.done() and not task.cancelled():
-            return task.result()
-        error = CollectError(Reason.TIMEOUT, f"no answer within the {budget:.3g}s budget")
-        return self._outcome(None, error, started)
+        inflight = self.inflight
+        if inflight is None:
+            inflight = InFlight(asyncio.get_running_loop().create_task(self._collect()))
+            self.inflight = inflight
+        inflight.join()
+        return inflight
 
     async def _collect(self) -> Outcome:
         account = self.account
@@ -188,8 +214,8 @@ class AccountState:
                 Reason.INVALID_RESPONSE, f"unexpected answer ({type(bug).__name__})"
             )
         finally:
-            if self._inflight is asyncio.current_task():
-                self._inflight = None
+            if self.inflight is not None and self.inflight.task is asyncio.current_task():
+                self.inflight = None
         outcome = self._outcome(reading, error, started)
         self._record(outcome)
         return outcome
@@ -244,66 +270,39 @@ class AccountState:
         return {"account": self.account.name, "provider": self.account.provider_type, **more}
 
 
-async def observe_all(states: Sequence[AccountState], budgets: Sequence[float]) -> list[Outcome]:
+async def observe_all(
+    states: Sequence[AccountState], budgets: Sequence[float], clock: Clock
+) -> list[Outcome]:
     """Wait for the collections of these accounts, each within its own budget.
 
     One wait for all the accounts of a budget (usually all of them), not a task and a timer
     per account: at 1000 accounts those cost more than the requests themselves.
     """
     outcomes: list[Outcome | None] = [None] * len(states)
-    waiting: dict[int, tuple[asyncio.Task[Outcome], float]] = {}
+    waiting: dict[int, tuple[InFlight, float]] = {}
     for i, state in enumerate(states):
         joined = state.join()
         if isinstance(joined, Outcome):
             outcomes[i] = joined
         else:
-            waiting[i] = (joined, state.monotonic())
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for budget in sorted({budgets[i] for i in waiting}):
-        timeout = start + budget - loop.time()
-        if any(budget >= states[i].account.timeout for i in waiting if budgets[i] == budget):
-            timeout += COLLECTION_DEADLINE_GRACE
-        pending = {task for task, _ in waiting.values() if not task.done()}
-        if pending and timeout > 0:
-            await asyncio.wait(pending, timeout=timeout)
-        for i in [i for i, (task, _) in waiting.items() if task.done() or budgets[i] <= budget]:
-            task, started = waiting.pop(i)
-            outcomes[i] = states[i].leave(task, budgets[i], started)
+            waiting[i] = (joined, clock.monotonic())
+    start = clock.monotonic()
+    try:
+        for budget in sorted({budgets[i] for i in waiting}):
+            deadline = start + budget
+            if any(budget >= states[i].account.timeout for i in waiting if budgets[i] == budget):
+                deadline += COLLECTION_DEADLINE_GRACE
+            pending = {f.task for f, _ in waiting.values() if not f.task.done()}
+            if pending and deadline > clock.monotonic():
+                await clock.wait(pending, deadline)
+            now = clock.monotonic()
+            for i in [i for i, (f, _) in waiting.items() if f.task.done() or budgets[i] <= budget]:
+                inflight, started = waiting.pop(i)
+                outcomes[i] = inflight.leave(budgets[i], started, now)
+    finally:
+        for inflight, _ in waiting.values():  # cancelled: the scrape's client went away
+            inflight.walk_away()
     return [outcome for outcome in outcomes if outcome is not None]
-
-
-class GcPause:
-    """Automatic garbage collection paused while scrapes wait for their upstreams.
-
-    While a scrape of many accounts waits, every request in flight keeps its objects alive
-    (tens of thousands at 1000 accounts), and each collection the allocations set off goes
-    over all of them, to free nothing: about a tenth of the CPU of such a scrape. Once the
-    answers are in, reference counting frees nearly all of them, and the collection that
-    follows the pause has little left to look at. A pause lasts until no scrape waits, or at
-    most `MAX_SECONDS` when scrapes keep overlapping, so cyclic garbage cannot pile up.
-    """
-
-    MAX_SECONDS = 30.0
-
-    def __init__(self) -> None:
-        self._waiting = 0
-        self._paused_at: float | None = None
-
-    def __enter__(self) -> None:
-        if self._waiting == 0 and self._paused_at is None and gc.isenabled():
-            gc.disable()
-            self._paused_at = time.monotonic()
-        self._waiting += 1
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._waiting -= 1
-        paused_at = self._paused_at
-        if paused_at is not None and (
-            self._waiting == 0 or time.monotonic() - paused_at > self.MAX_SECONDS
-        ):
-            self._paused_at = None
-            gc.enable()
 
 
 class Engine:
@@ -314,7 +313,6 @@ class Engine:
         self.clock = clock or SystemClock()
         self.config = config
         self.states: dict[str, AccountState] = {}
-        self._gc_pause = GcPause()
         self.apply(config)
 
     def apply(self, config: Config) -> None:
@@ -340,6 +338,5 @@ class Engine:
             list(self.states.values()) if names is None else [self.states[name] for name in names]
         )
         budgets = [scrape_budget(state.account.timeout, scrape_timeout) for state in states]
-        with self._gc_pause:
-            outcomes = await observe_all(states, budgets)
+        outcomes = await observe_all(states, budgets, self.clock)
         return [state.snapshot(outcome) for state, outcome in zip(states, outcomes, strict=True)]

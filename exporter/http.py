@@ -21,9 +21,10 @@ from prometheus_client.registry import Collector
 from exporter import logs
 from exporter.auth import Guard, GuardHolder
 from exporter.config import Config, ConfigError
-from exporter.engine import Engine
+from exporter.engine import Engine, Snapshot
 from exporter.landing import ReloadFailure, landing_page
 from exporter.metrics import AccountCollector, ExporterCollector, ReloadStatus, render
+from exporter.runtime import GcPause
 from exporter.webconfig import WebConfig, ssl_error_reason
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Exporter:
         self.reload_failure: ReloadFailure | None = None
         self._background: set[asyncio.Task[object]] = set()
         self._exporter_collector = ExporterCollector(lambda: self.reload_status)
+        self._gc_pause = GcPause()
         self.app = web.Application(middlewares=[*middlewares, self._limit_scrapes])
         self.app.router.add_get("/", self.landing)
         self.app.router.add_get("/metrics", self.metrics)
@@ -79,9 +81,16 @@ class Exporter:
     def collect_in_background(self) -> None:
         """Collect every account once now, without anyone waiting: the landing page has
         figures to show before Prometheus first scrapes. A scrape meanwhile joins it."""
-        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(self.engine.collect())
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(self._collect())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _collect(
+        self, names: Sequence[str] | None = None, scrape_timeout: float | None = None
+    ) -> list[Snapshot]:
+        """The engine's collection, with the garbage collector paused while it waits."""
+        with self._gc_pause:
+            return await self.engine.collect(names, scrape_timeout)
 
     async def _stop_background(self, app: web.Application) -> None:
         for task in list(self._background):
@@ -211,7 +220,7 @@ class Exporter:
             self._active_scrapes -= 1
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        snapshots = await self.engine.collect(None, scrape_timeout(request))
+        snapshots = await self._collect(None, scrape_timeout(request))
         collectors = (AccountCollector(snapshots), self._exporter_collector, *RUNTIME_COLLECTORS)
         return exposition(request, collectors)
 
@@ -226,7 +235,7 @@ class Exporter:
             return web.Response(status=400, text="missing parameter: account\n")
         if name not in self.engine.states:
             return web.Response(status=400, text="unknown account (not in the config)\n")
-        snapshots = await self.engine.collect([name], scrape_timeout(request))
+        snapshots = await self._collect([name], scrape_timeout(request))
         return exposition(request, (AccountCollector(snapshots),))
 
     # -- the rest -------------------------------------------------------------------------

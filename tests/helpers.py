@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import re
 import resource
@@ -18,6 +20,13 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+
+from exporter.config import Config, build_config
+from exporter.model import Reading
+from exporter.providers.base import Provider
+from exporter.settings import AccountSettings
+from exporter.upstream import AccountHttp
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -143,11 +152,16 @@ def no_secret_in(texts: Iterable[str | bytes], secret: str) -> None:
 
 
 class FrozenClock:
-    """A clock for the engine that moves only when told (durations 0, fixed timestamps)."""
+    """A clock for the engine that moves only when told (durations 0, fixed timestamps).
+
+    A scrape's wait for collections ends when they are done or when `advance` has moved the
+    clock past the scrape's budget, whatever time the machine takes.
+    """
 
     def __init__(self, wall: float = 1_700_000_000.0, monotonic: float = 1000.0) -> None:
         self._wall = wall
         self._monotonic = monotonic
+        self._moved: list[asyncio.Future[None]] = []
 
     def wall(self) -> float:
         return self._wall
@@ -158,6 +172,65 @@ class FrozenClock:
     def advance(self, seconds: float) -> None:
         self._wall += seconds
         self._monotonic += seconds
+        moved, self._moved = self._moved, []
+        for future in moved:
+            if not future.done():
+                future.set_result(None)
+
+    async def wait(self, tasks: set[asyncio.Task[Any]], deadline: float) -> None:
+        while self._monotonic < deadline:
+            pending = {task for task in tasks if not task.done()}
+            if not pending:
+                return
+            moved = asyncio.get_running_loop().create_future()
+            self._moved.append(moved)
+            try:
+                await asyncio.wait({*pending, moved}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                moved.cancel()
+
+
+class Gated(Provider):
+    """A provider whose answer waits until the test opens its gate: a collection stays in
+    flight exactly as long as the test wants, whatever the machine's speed."""
+
+    type_name = "gated"
+
+    def __init__(self, settings: AccountSettings, balance: float = 1.0) -> None:
+        super().__init__(settings, SecretStr("gated"))
+        self.gate = asyncio.Event()
+        self.calls = 0
+        self.balance = balance
+
+    async def fetch(self, http: AccountHttp) -> Reading:
+        self.calls += 1
+        await self.gate.wait()
+        return Reading(balance_usd=self.balance)
+
+
+def gated_config(*names: str, **settings: Any) -> tuple[Config, list[Gated]]:
+    """A config of accounts named so, each asking its own `Gated` provider."""
+    data = {
+        "accounts": [
+            account(name, "datalabs", f"key-{name}", "http://127.0.0.1:9", **settings)
+            for name in names
+        ]
+    }
+    config = build_config(data, source="test")
+    providers = [Gated(a.provider.settings) for a in config.accounts]
+    accounts = tuple(
+        dataclasses.replace(a, provider=p) for a, p in zip(config.accounts, providers, strict=True)
+    )
+    return dataclasses.replace(config, accounts=accounts), providers
+
+
+async def settle(condition: Callable[[], bool]) -> None:
+    """Let the event loop run until `condition` holds: a few turns, never a timed wait."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the event loop never got there")
 
 
 class ExporterProcess:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import signal
@@ -17,7 +16,6 @@ import aiohttp
 import pytest
 
 from exporter import __version__
-from exporter.cli import GC_YOUNG_THRESHOLD, settle_heap
 from exporter.demo import catalogue_accounts, demo_accounts
 from exporter.providers import PROVIDERS
 from exporter.simulator import SimAccount, Simulator, delay
@@ -210,17 +208,6 @@ def test_python_dash_m_and_console_script_agree() -> None:
         return
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=False)
     assert result.stdout == run("--version").stdout
-
-
-def test_settle_heap_freezes_the_startup_heap_and_raises_the_young_threshold() -> None:
-    before = gc.get_threshold()
-    try:
-        settle_heap()
-        assert gc.get_freeze_count() > 0
-        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)
 
 
 @pytest.mark.parametrize(

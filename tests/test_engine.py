@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import gc
+import contextlib
 from typing import Any
 
+import pytest
+
 from exporter.config import Config, build_config
-from exporter.engine import AUTH_BACKOFF_BASE, Engine, GcPause, scrape_budget
+from exporter.engine import AUTH_BACKOFF_BASE, Engine, InFlight, Outcome, scrape_budget
 from exporter.model import Reason
-from exporter.simulator import SimAccount, Simulator, delay, hang, respond
+from exporter.simulator import SimAccount, Simulator, delay, respond
 from exporter.upstream import Upstream
-from tests.helpers import FrozenClock, account
+from tests.helpers import FrozenClock, account, gated_config, settle
 
 
 def config_of(simulator: Simulator, *accounts: dict[str, Any], **global_settings: Any) -> Config:
@@ -182,64 +184,72 @@ async def test_reload_keeps_cache_when_only_the_threshold_changes(
     assert snapshot.account.low_balance_usd == 2
 
 
-async def test_concurrent_scrapes_share_one_request_per_account(
-    simulator: Simulator, upstream: Upstream
-) -> None:
-    accounts = []
-    for i in range(10):
-        key = f"k-coalesce-{i}"
-        simulator.add("capmonster", SimAccount(key, balance=float(i), chaos=[(1.0, delay(0.2))]))
-        accounts.append(one(simulator, "capmonster", key, cache_ttl="0s"))
-    engine = Engine(config_of(simulator, *accounts), upstream)
-    scrapes = await asyncio.gather(*(engine.collect() for _ in range(20)))
-    assert sum(simulator.calls.values()) == 10
-    for snapshots in scrapes:
-        assert [s.account.name for s in snapshots] == [a["name"] for a in accounts]
+def waiting(engine: Engine, name: str) -> int:
+    """How many scrapes wait for the account's collection in flight (0 when there is none)."""
+    inflight = engine.states[name].inflight
+    return 0 if inflight is None else inflight.waiting
+
+
+async def test_concurrent_scrapes_share_one_request_per_account(upstream: Upstream) -> None:
+    names = [f"coalesce-{i}" for i in range(10)]
+    config, providers = gated_config(*names, cache_ttl="0s")
+    engine = Engine(config, upstream, FrozenClock())
+    scrapes = [asyncio.create_task(engine.collect()) for _ in range(20)]
+    await settle(lambda: all(waiting(engine, name) == 20 for name in names))
+    for provider in providers:
+        provider.gate.set()
+    for snapshots in await asyncio.gather(*scrapes):
+        assert [s.account.name for s in snapshots] == names
         assert all(s.outcome.ok for s in snapshots)
+    assert [provider.calls for provider in providers] == [1] * 10
 
 
-async def test_a_scrape_waits_only_within_its_budget(
-    simulator: Simulator, upstream: Upstream
-) -> None:
-    simulator.add("twocaptcha", SimAccount("k-slow", chaos=[(1.0, hang())]))
-    config = config_of(
-        simulator,
-        one(simulator, "twocaptcha", "k-slow", timeout="30s"),
-        one(simulator, "twocaptcha", "k-fast", timeout="30s"),
-    )
-    engine = Engine(config, upstream)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    slow, fast = await engine.collect(scrape_timeout=1.0)
-    elapsed = loop.time() - started
+async def test_a_scrape_waits_only_within_its_budget(upstream: Upstream) -> None:
+    clock = FrozenClock()
+    config, (slow_provider, fast_provider) = gated_config("slow", "fast", timeout="30s")
+    engine = Engine(config, upstream, clock)
+    fast_provider.gate.set()
+    scrape = asyncio.create_task(engine.collect(scrape_timeout=1.0))  # a budget of 0.5 s
+    await settle(lambda: engine.states["fast"].last is not None and slow_provider.calls == 1)
+    clock.advance(0.4)
+    for _ in range(20):  # turns of the event loop in which the scrape could (wrongly) end
+        await asyncio.sleep(0)
+    assert not scrape.done()
+    clock.advance(0.2)
+    slow, fast = await scrape
     assert slow.outcome.reason is Reason.TIMEOUT
+    assert slow.outcome.duration == pytest.approx(0.6)
     assert fast.outcome.ok
-    assert 0.5 <= elapsed < 5.0  # budget 0.5 s; the slack is for loaded CI machines
     # The timeout was this scrape's, not the account's: nothing recorded, nothing counted,
     # and the collection goes on within the account's own timeout.
-    state = engine.states["k-slow"]
+    state = engine.states["slow"]
     assert state.last is None
     assert state.errors[Reason.TIMEOUT] == 0
-    assert state._inflight is not None
-    assert not state._inflight.done()
-    state._inflight.cancel()
+    assert state.inflight is not None
+    assert state.inflight.waiting == 0
+    assert not state.inflight.task.done()
+    state.inflight.task.cancel()
 
 
 async def test_a_longer_budget_gets_the_answer_a_shorter_one_gave_up_on(
-    simulator: Simulator, upstream: Upstream
+    upstream: Upstream,
 ) -> None:
-    simulator.add("capsolver", SimAccount("k-shared", balance=4.0, chaos=[(1.0, delay(0.6))]))
-    engine = Engine(
-        config_of(simulator, one(simulator, "capsolver", "k-shared", cache_ttl="0s")), upstream
-    )
-    short, long = await asyncio.gather(
-        engine.collect(scrape_timeout=0.4), engine.collect(scrape_timeout=5.0)
-    )
-    assert short[0].outcome.reason is Reason.TIMEOUT
-    assert long[0].outcome.ok
-    assert simulator.calls[("capsolver", "k-shared")] == 1
+    clock = FrozenClock()
+    config, (provider,) = gated_config("shared", cache_ttl="0s")
+    engine = Engine(config, upstream, clock)
+    short = asyncio.create_task(engine.collect(scrape_timeout=0.4))  # the 0.5 s floor
+    long = asyncio.create_task(engine.collect(scrape_timeout=5.0))
+    await settle(lambda: waiting(engine, "shared") == 2)
+    clock.advance(0.6)
+    [short_snapshot] = await short
+    assert short_snapshot.outcome.reason is Reason.TIMEOUT
+    assert not long.done()
+    provider.gate.set()
+    [long_snapshot] = await long
+    assert long_snapshot.outcome.ok
+    assert provider.calls == 1
     # The short scrape's timeout was its own: the account's record is the success.
-    assert engine.states["k-shared"].errors[Reason.TIMEOUT] == 0
+    assert engine.states["shared"].errors[Reason.TIMEOUT] == 0
 
 
 async def test_max_concurrency_bounds_upstream_requests(
@@ -270,61 +280,57 @@ def test_scrape_budget() -> None:
 
 
 async def test_a_scrape_arriving_after_the_last_waiter_left_joins_the_same_collection(
-    simulator: Simulator, upstream: Upstream
+    upstream: Upstream,
 ) -> None:
-    simulator.add("datalabs", SimAccount("k-race", balance=2.0, chaos=[(1.0, delay(0.3))]))
-    engine = Engine(
-        config_of(simulator, one(simulator, "datalabs", "k-race", cache_ttl="0s")), upstream
-    )
-    state = engine.states["k-race"]
-    gave_up = await state.observe(0.05)
+    clock = FrozenClock()
+    config, (provider,) = gated_config("race", cache_ttl="0s")
+    engine = Engine(config, upstream, clock)
+    state = engine.states["race"]
+    first = asyncio.create_task(state.observe(0.05))
+    await settle(lambda: waiting(engine, "race") == 1)
+    clock.advance(0.1)
+    gave_up = await first
     assert gave_up.reason is Reason.TIMEOUT
-    outcome = await state.observe(5.0)
+    assert waiting(engine, "race") == 0
+    second = asyncio.create_task(state.observe(5.0))
+    await settle(lambda: waiting(engine, "race") == 1)
+    provider.gate.set()
+    outcome = await second
     assert outcome.ok
-    assert simulator.calls[("datalabs", "k-race")] == 1
+    assert provider.calls == 1
 
 
-def test_gc_is_paused_while_scrapes_wait_and_resumed_after() -> None:
-    assert gc.isenabled()
-    pause = GcPause()
-    with pause:
-        assert not gc.isenabled()
-        with pause:  # a second scrape at the same time
-            assert not gc.isenabled()
-        assert not gc.isenabled()
-    assert gc.isenabled()
+async def test_a_scrape_whose_client_went_away_walks_away(upstream: Upstream) -> None:
+    config, (provider,) = gated_config("gone", cache_ttl="0s")
+    engine = Engine(config, upstream, FrozenClock())
+    state = engine.states["gone"]
+    scrape = asyncio.create_task(engine.collect())
+    await settle(lambda: waiting(engine, "gone") == 1)
+    scrape.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await scrape
+    # Nobody waits, the collection goes on, and the next scrape joins it.
+    assert state.inflight is not None
+    assert state.inflight.waiting == 0
+    assert not state.inflight.task.done()
+    again = asyncio.create_task(engine.collect())
+    await settle(lambda: waiting(engine, "gone") == 1)
+    provider.gate.set()
+    [snapshot] = await again
+    assert snapshot.outcome.ok
+    assert provider.calls == 1
+    assert state.last is snapshot.outcome
 
 
-def test_gc_pause_ends_when_overlapping_scrapes_never_stop() -> None:
-    pause = GcPause()
-    pause.MAX_SECONDS = 0.0
-    pause.__enter__()
-    pause.__enter__()
-    assert not gc.isenabled()
-    pause.__exit__()  # one scrape ends while the other still waits: paused too long
-    assert gc.isenabled()
-    pause.__exit__()
-    assert gc.isenabled()
+async def test_leaving_a_collection_not_joined_is_a_bug() -> None:
+    async def collection() -> Outcome:
+        return Outcome(None, None, 0.0, 0.0)
 
-
-def test_gc_pause_leaves_a_disabled_collector_alone() -> None:
-    gc.disable()
-    try:
-        pause = GcPause()
-        with pause:
-            pass
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
-
-
-async def test_a_scrape_leaves_the_collector_enabled(
-    simulator: Simulator, upstream: Upstream
-) -> None:
-    simulator.add("datalabs", SimAccount("k-gc", chaos=[(1.0, delay(0.05))]))
-    engine = Engine(config_of(simulator, one(simulator, "datalabs", "k-gc")), upstream)
-    scrape = asyncio.get_running_loop().create_task(engine.collect())
-    await asyncio.sleep(0.02)
-    assert not gc.isenabled()
-    assert (await scrape)[0].outcome.ok
-    assert gc.isenabled()
+    inflight = InFlight(asyncio.create_task(collection()))
+    inflight.join()
+    inflight.walk_away()
+    with pytest.raises(RuntimeError):
+        inflight.walk_away()
+    with pytest.raises(RuntimeError):
+        inflight.leave(1.0, 0.0, 0.0)
+    await inflight.task
