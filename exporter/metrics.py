@@ -15,6 +15,7 @@ account that fails or disappears leaves no stale series behind. Sample expositio
 
 from __future__ import annotations
 
+import functools
 import math
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -267,8 +268,11 @@ def account_series(snapshot: Snapshot) -> Iterator[Series]:
         yield ERRORS, labels, counts[reason]
 
 
-# Values most samples have (error counts, up), written without working them out again.
-_COMMON_VALUES = {float(n): _value(float(n)) for n in range(100)}
+# Texts of sample values, kept from one scrape to the next: a scrape of cached accounts shows
+# the same values again, and working out a float's text is much of the exposition's cost.
+# Counts (ints) and positive floats only: 0.0 and -0.0 are one key with two texts.
+_count_text = functools.lru_cache(maxsize=1024)(_value)
+_positive_text = functools.lru_cache(maxsize=8192)(_value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +313,8 @@ class AccountCollector(Collector):
         """
         lines: dict[Family, list[str]] = {family: [] for family in ACCOUNT_FAMILIES}
         go = _value
-        common = _COMMON_VALUES.get
+        count_text = _count_text
+        positive_text = _positive_text
         escape = _escape_value
         # The same few label values (reasons, queues, credit types) come back on every account.
         pieces_of: dict[Family, dict[tuple[str, ...], tuple[str, str, str]]] = {
@@ -328,7 +333,12 @@ class AccountCollector(Collector):
                     if pieces is None:
                         pieces = known[labels] = family.pieces(tuple(map(escape, labels)))
                 sample_name, before, after = pieces
-                text = common(value) or go(value)
+                if value.__class__ is int:
+                    text = count_text(value)
+                elif value > 0:
+                    text = positive_text(value)
+                else:
+                    text = go(value)
                 if before:
                     lines[family].append(sample_name + name + before + provider + after + text)
                 else:

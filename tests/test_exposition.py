@@ -171,7 +171,7 @@ def awkward_labels(simulator: Simulator) -> list[dict[str, object]]:
         "anticaptcha",
         SimAccount("odd-anticaptcha", balance=1e7, captcha_credits=0, queue_shares={}),
     )
-    simulator.add("json", SimAccount("odd-json", payload={"a": 123456789.5, "b": 1e-7}))
+    simulator.add("json", SimAccount("odd-json", payload={"a": 123456789.5, "b": 1e-7, "c": -0.0}))
     return [
         account(
             "odd.queue:1",
@@ -192,6 +192,7 @@ def awkward_labels(simulator: Simulator) -> list[dict[str, object]]:
                 "credits": [
                     {"credit_type": 'quote"d', "pool": "a\\b", "path": "a"},
                     {"credit_type": "ünïcode", "pool": "p", "path": "b"},
+                    {"credit_type": "negative_zero", "pool": "p", "path": "c"},
                 ]
             },
         },
