@@ -270,9 +270,10 @@ def account_series(snapshot: Snapshot) -> Iterator[Series]:
 
 # Texts of sample values, kept from one scrape to the next: a scrape of cached accounts shows
 # the same values again, and working out a float's text is much of the exposition's cost.
-# Counts (ints) and positive floats only: 0.0 and -0.0 are one key with two texts.
-_count_text = functools.lru_cache(maxsize=1024)(_value)
-_positive_text = functools.lru_cache(maxsize=8192)(_value)
+# Counts (ints) and positive floats only: 0.0 and -0.0 are one key with two texts. About
+# 250 bytes an entry: room for the balance, duration and last success of 1300 accounts.
+_count_text = functools.lru_cache(maxsize=256)(_value)
+_positive_text = functools.lru_cache(maxsize=4096)(_value)
 
 
 @dataclass(frozen=True, slots=True)
