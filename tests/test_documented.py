@@ -167,6 +167,15 @@ def test_every_metric_is_in_the_metrics_section() -> None:
     assert undocumented_metrics(README.read_text(encoding="utf-8"), names) == []
 
 
+def test_every_provider_type_is_in_the_providers_table() -> None:
+    table = section(README.read_text(encoding="utf-8"), "## Providers")
+    rows = {
+        line.split("|")[1].strip().strip("`") for line in table.splitlines() if line[:2] == "| "
+    }
+    assert {"anticaptcha", "http_json"} <= set(PROVIDERS)
+    assert sorted(set(PROVIDERS) - rows) == []
+
+
 def test_the_readers_notice_what_is_missing() -> None:
     readme = README.read_text(encoding="utf-8")
     assert undocumented_flags(readme.replace("`--demo`", "demo"), ["--demo"]) == ["--demo"]
