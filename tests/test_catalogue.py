@@ -98,6 +98,13 @@ async def test_the_documented_success_gives_the_exact_metrics(
     for metric in ("balance_usd", "daily_limit_remaining", "daily_limit_reset_seconds"):
         if metric in expect:
             wanted[(f"apibalance_{metric}", frozenset())] = float(expect[metric])
+    if "balance" in expect:
+        # Money in its currency: USD under the _usd name as ever, any other with its code.
+        if expect["currency"] == "USD":
+            wanted[("apibalance_balance_usd", frozenset())] = float(expect["balance"])
+        else:
+            labels = frozenset({("currency", expect["currency"])})
+            wanted[("apibalance_balance", labels)] = float(expect["balance"])
     for credit_type, pool, number in expect.get("credits", []):
         labels = frozenset({("credit_type", credit_type), ("pool", pool)})
         wanted[("apibalance_credits", labels)] = float(number)
@@ -107,6 +114,7 @@ async def test_the_documented_success_gives_the_exact_metrics(
         if key[0]
         in (
             "apibalance_up",
+            "apibalance_balance",
             "apibalance_balance_usd",
             "apibalance_credits",
             "apibalance_daily_limit_remaining",

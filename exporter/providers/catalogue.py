@@ -53,7 +53,22 @@ class Entry(Strict):
     # name: what the secret is, for the error that asks for it
     secrets: dict[SecretName, str] = Field(default_factory=dict)
     min_interval: Duration = 0.0
+    # The currency the service bills in (ISO 4217), or `answer` when each answer names it
+    # (the definition's values.currency): an account's `currency:` may only agree.
+    currency: Annotated[str, Field(pattern=r"^(?:[A-Z]{3}|answer)$")] = "USD"
     http_json: dict[str, JsonValue]
+
+    @property
+    def fixed_currency(self) -> str | None:
+        return None if self.currency == "answer" else self.currency
+
+    @model_validator(mode="after")
+    def _currency_is_read(self) -> Self:
+        values = self.http_json.get("values")
+        reads_currency = isinstance(values, dict) and "currency" in values
+        if reads_currency != (self.currency == "answer"):
+            raise ValueError("currency: answer and http_json.values.currency go together")
+        return self
 
     @model_validator(mode="after")
     def _host_is_a_placeholder(self) -> Self:
@@ -77,6 +92,7 @@ class Entry(Strict):
                 # these only satisfy the model, which checks every secret is sent somewhere.
                 "api_key": "unused",
                 "secrets": {name: {"value": "unused"} for name in self.secrets},
+                **({} if self.fixed_currency is None else {"currency": self.fixed_currency}),
             }
         )
 
@@ -100,6 +116,11 @@ class CatalogueSettings(AccountSettings):
 
     secrets: dict[SecretName, SecretSource] = Field(default_factory=dict)
     needed_secrets: ClassVar[Mapping[str, str]] = {}
+
+    def known_currency(self) -> str | None:
+        if self.currency is None and self.fixed_currency is None:
+            return None  # each answer names it
+        return super().known_currency()
 
     @model_validator(mode="after")
     def _the_secrets_the_service_needs(self) -> Self:
@@ -146,7 +167,11 @@ def provider_for(type_name: str, entry: Entry) -> type[CatalogueProvider]:
     settings_model = type(
         f"{type_name}_settings",
         (CatalogueSettings,),
-        {"__module__": __name__, "needed_secrets": dict(entry.secrets)},
+        {
+            "__module__": __name__,
+            "needed_secrets": dict(entry.secrets),
+            "fixed_currency": entry.fixed_currency,
+        },
     )
     return type(
         f"{type_name}_provider",
