@@ -20,7 +20,6 @@ from exporter.config import Account
 from exporter.engine import AccountState, Engine
 from exporter.metrics import ReloadStatus
 from exporter.model import Reading
-from exporter.settings import USD
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +74,10 @@ def _row(state: AccountState, now: float) -> str:
 
 
 def _balance(reading: Reading, account: Account) -> str:
-    if reading.balance_usd is not None:
-        amount, currency = reading.balance_usd, USD
-    elif reading.balance is not None and reading.currency is not None:
-        amount, currency = reading.balance, reading.currency
-    else:
+    money_left = reading.money()
+    if money_left is None:
         return ""
+    amount, currency = money_left
     text = _text(money(amount, currency))
     # low_balance is in the account's currency; with none configured, in the answer's.
     low_below = account.low_balance if account.currency in (None, currency) else None

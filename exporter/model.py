@@ -7,6 +7,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from exporter.settings import USD
+
 
 class Reason(enum.StrEnum):
     """Why a collection failed. The values are the `reason` label, a fixed set (README: Metrics)."""
@@ -82,6 +84,14 @@ class Reading:
     spend: tuple[Spend, ...] = field(default=())
     balance: float | None = None
     currency: str | None = None
+
+    def money(self) -> tuple[float, str] | None:
+        """The money left and its currency, whichever field holds it (None: not reported)."""
+        if self.balance_usd is not None:
+            return self.balance_usd, USD
+        if self.balance is not None and self.currency is not None:
+            return self.balance, self.currency
+        return None
 
 
 def finite_number(value: object, what: str, *, minimum: float | None = 0.0) -> float:

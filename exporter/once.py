@@ -39,8 +39,9 @@ def rows(snapshot: Snapshot) -> list[tuple[str, ...]]:
     balance = daily = "-"
     credits = ["-"]
     if reading is not None:
-        if reading.balance_usd is not None:
-            balance = f"{_number(reading.balance_usd)} USD"
+        money = reading.money()
+        if money is not None:
+            balance = f"{_number(money[0])} {money[1]}"
         if reading.credits:
             credits = [f"{c.credit_type}/{c.pool}={_number(c.value)}" for c in reading.credits]
         if reading.daily_limit_remaining is not None:

@@ -9,7 +9,10 @@ import pytest
 
 from exporter.cli import main
 from exporter.demo import catalogue_accounts, demo_accounts
-from tests.helpers import write_config
+from exporter.engine import Outcome, Snapshot
+from exporter.model import Reading
+from exporter.once import rows
+from tests.helpers import gated_config, write_config
 
 CANARY = "CANARY-once-5f3a9b1c7d-KEY"
 
@@ -81,3 +84,11 @@ def test_a_broken_config_is_refused_with_its_place(
     path = write_config(tmp_path, "accounts:\n  - name: x\n    provider: nope\n")
     assert main(["--collect.once", "--config.file", str(path)]) == 1
     assert "accounts[0].provider: unknown provider 'nope'" in capsys.readouterr().err
+
+
+def test_money_in_another_currency_is_shown_in_it() -> None:
+    config, _ = gated_config("rub")
+    reading = Reading(balance=1500.5, currency="RUB")
+    snapshot = Snapshot(config.accounts[0], Outcome(reading, None, 0.0, 0.1), {}, None)
+    [line] = rows(snapshot)
+    assert line[4] == "1,500.5 RUB"
