@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, ClassVar, Self
+from typing import Annotated, ClassVar, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -123,6 +123,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+StrictModel = TypeVar("StrictModel", bound=Strict)
+
+
+def exactly_one(model: StrictModel, keys: tuple[str, ...]) -> StrictModel:
+    """`model`, if exactly one of these keys is given (a key or secret has one source)."""
+    given = [key for key in keys if getattr(model, key) is not None]
+    if len(given) != 1:
+        found = ", ".join(given) if given else "none"
+        raise ValueError(f"exactly one of {', '.join(keys)} is required (found: {found})")
+    return model
+
+
 # Named secrets become `{name}` placeholders; `api_key`, `token` and `base_url` are taken.
 SecretName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 EnvName = Annotated[str, AfterValidator(_env_name)]
@@ -137,11 +149,7 @@ class SecretSource(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
-        given = [key for key in ("file", "env", "value") if getattr(self, key) is not None]
-        if len(given) != 1:
-            found = ", ".join(given) if given else "none"
-            raise ValueError(f"exactly one of file, env, value is required (found: {found})")
-        return self
+        return exactly_one(self, ("file", "env", "value"))
 
 
 class GlobalSettings(Strict):
@@ -211,14 +219,4 @@ class AccountSettings(Strict):
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:
-        given = [
-            key
-            for key in ("api_key_file", "api_key_env", "api_key")
-            if getattr(self, key) is not None
-        ]
-        if len(given) != 1:
-            found = ", ".join(given) if given else "none"
-            raise ValueError(
-                f"exactly one of api_key_file, api_key_env, api_key is required (found: {found})"
-            )
-        return self
+        return exactly_one(self, ("api_key_file", "api_key_env", "api_key"))
