@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib.resources
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 import yaml
 from pydantic import Field, JsonValue, SecretStr, ValidationError, model_validator
@@ -36,7 +36,8 @@ from exporter.settings import (
     Strict,
 )
 
-FAMILIES = ("captcha", "proxy", "scraping", "serp", "sms", "enrichment", "llm", "messaging")
+Family = Literal["captcha", "proxy", "scraping", "serp", "sms", "enrichment", "llm", "messaging"]
+FAMILIES: tuple[str, ...] = get_args(Family)
 BASE_URL = "{base_url}"
 
 
@@ -44,7 +45,7 @@ class Entry(Strict):
     """One catalogue file."""
 
     service: Annotated[str, Field(min_length=1, max_length=64)]
-    family: Literal["captcha", "proxy", "scraping", "serp", "sms", "enrichment", "llm", "messaging"]
+    family: Family
     source: list[Annotated[str, Field(pattern=r"^https://")]] = Field(min_length=1)
     base_url: BaseUrl
     # For the README's providers table: what the metrics say, and where the key travels.
