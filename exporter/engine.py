@@ -279,28 +279,27 @@ async def observe_all(
     per account: at 1000 accounts those cost more than the requests themselves.
     """
     outcomes: list[Outcome | None] = [None] * len(states)
-    waiting: dict[int, tuple[InFlight, float]] = {}
+    waiting: dict[int, InFlight] = {}
+    start = clock.monotonic()
     for i, state in enumerate(states):
         joined = state.join()
         if isinstance(joined, Outcome):
             outcomes[i] = joined
         else:
-            waiting[i] = (joined, clock.monotonic())
-    start = clock.monotonic()
+            waiting[i] = joined
     try:
         for budget in sorted({budgets[i] for i in waiting}):
             deadline = start + budget
             if any(budget >= states[i].account.timeout for i in waiting if budgets[i] == budget):
                 deadline += COLLECTION_DEADLINE_GRACE
-            pending = {f.task for f, _ in waiting.values() if not f.task.done()}
+            pending = {f.task for f in waiting.values() if not f.task.done()}
             if pending and deadline > clock.monotonic():
                 await clock.wait(pending, deadline)
             now = clock.monotonic()
-            for i in [i for i, (f, _) in waiting.items() if f.task.done() or budgets[i] <= budget]:
-                inflight, started = waiting.pop(i)
-                outcomes[i] = inflight.leave(budgets[i], started, now)
+            for i in [i for i, f in waiting.items() if f.task.done() or budgets[i] <= budget]:
+                outcomes[i] = waiting.pop(i).leave(budgets[i], start, now)
     finally:
-        for inflight, _ in waiting.values():  # cancelled: the scrape's client went away
+        for inflight in waiting.values():  # cancelled: the scrape's client went away
             inflight.walk_away()
     return [outcome for outcome in outcomes if outcome is not None]
 
