@@ -290,11 +290,3 @@ class ExporterProcess:
     def log(self) -> str:
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
-
-
-def raise_file_limit() -> int:
-    """Raise this (test) process's soft limit on open files to the hard one; the new limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard

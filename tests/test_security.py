@@ -24,7 +24,7 @@ import pytest
 import trustme
 
 from exporter.cli import Running, parse_args, start
-from exporter.connections import AcceptErrorFilter, fit_to_file_limit
+from exporter.connections import AcceptErrorFilter, fit_to_file_limit, raise_file_limit
 from exporter.http import Exporter
 from exporter.simulator import SimAccount, Simulator
 from tests.attacks import (
@@ -40,7 +40,6 @@ from tests.helpers import (
     ExporterProcess,
     account,
     free_port,
-    raise_file_limit,
     samples,
     value,
     write_config,

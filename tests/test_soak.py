@@ -18,6 +18,7 @@ import aiohttp
 import bcrypt
 import pytest
 
+from exporter.connections import raise_file_limit
 from exporter.simulator import (
     NGINX_502,
     SimAccount,
@@ -29,7 +30,7 @@ from exporter.simulator import (
 )
 from tests.attacks import Slowloris, basic, close_all, connect, http_get, password_flood
 from tests.conftest import ExporterFactory
-from tests.helpers import ExporterProcess, account, raise_file_limit, samples
+from tests.helpers import ExporterProcess, account, samples
 
 # 10,000 scrapes: the longest test of all, for the full run only.
 pytestmark = pytest.mark.integration
