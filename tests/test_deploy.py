@@ -19,8 +19,8 @@ import yaml
 
 from exporter.webconfig import load_web_config
 from tests.helpers import promtool, readme_yaml, require_tool
+from tests.shipping import ROOT, tracked_files
 
-ROOT = Path(__file__).parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 
@@ -176,15 +176,8 @@ def ignored(path: str, patterns: list[tuple[bool, str]]) -> bool:
 
 
 def build_context() -> list[str]:
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
     patterns = dockerignore_patterns()
-    return sorted(f for f in files if not ignored(f, patterns))
+    return [name for name in tracked_files() if not ignored(name, patterns)]
 
 
 def test_dockerignore_is_an_allowlist() -> None:
