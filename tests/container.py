@@ -16,21 +16,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
-
-from tests.helpers import IN_CI
+from tests.helpers import unavailable
 
 TOOLS = ("buildah", "podman", "runc", "debootstrap")
 BASE_IMAGE = "localhost/python:3.11-slim"
 BASE_SUITE = "bookworm"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 APT_SOURCES = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
-
-
-def unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def require_container_tools() -> None:

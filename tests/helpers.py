@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 import yaml
@@ -111,16 +111,22 @@ def integration(helper: F) -> F:
     return helper
 
 
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test for a missing tool or privilege; in CI, where nothing may be missing, fail."""
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @integration
-def require_tool(name: str) -> str:
-    """The path of an external tool; skip (fail in CI) with the reason when it is missing."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (make test installs Debian's prometheus packages)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+def require_tool(name: str, *other_names: str, package: str = "prometheus packages") -> str:
+    """The path of an external tool (under any of its names); skip (fail in CI) with the
+    reason when it is missing: `make test` installs Debian's `package`."""
+    for candidate in (name, *other_names):
+        path = shutil.which(candidate)
+        if path is not None:
+            return path
+    unavailable(f"{name} is not installed (make test installs Debian's {package})")
 
 
 @integration

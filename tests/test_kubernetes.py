@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.helpers import IN_CI
+from tests.helpers import require_tool
 from tests.shipping import ROOT, readme_section, shell_commands, yaml_blocks
 
 BASE = ROOT / "deploy" / "kubernetes"
@@ -33,13 +32,7 @@ Object = dict[str, Any]
 
 
 def require_kubectl() -> str:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        message = "kubectl is not installed (make test installs Debian's kubernetes-client)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return kubectl
+    return require_tool("kubectl", package="kubernetes-client")
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,12 @@ tests skip with the reason when it is missing.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import tempfile
 import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestServer
 
 from exporter.config import Config, load_config
@@ -23,7 +21,7 @@ from exporter.http import Exporter
 from exporter.landing import money, number
 from exporter.simulator import SimAccount, Simulator, delay
 from exporter.upstream import Upstream
-from tests.helpers import IN_CI, FrozenClock, account, write_config
+from tests.helpers import FrozenClock, account, require_tool, write_config
 from tests.test_cli import exporter_process
 
 SECRET = "landing-secret-key-0001"
@@ -40,13 +38,7 @@ BROWSER_FLAGS = (
 
 
 def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        message = "chromium is not installed (make test installs Debian's chromium package)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_tool("chromium", "chromium-browser", package="chromium package")
 
 
 async def browser_dom(url: str) -> str:

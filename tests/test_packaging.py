@@ -114,7 +114,7 @@ def test_the_wheel_installed_in_a_fresh_venv_serves_the_demo(dist: Path, tmp_pat
 
 @pytest.mark.timeout(600)
 def test_pipx_installs_the_checkout(tmp_path: Path) -> None:
-    pipx = require_tool("pipx")
+    pipx = require_tool("pipx", package="pipx")
     source = copy_checkout(tmp_path / "source")
     home, bin_dir = tmp_path / "pipx", tmp_path / "bin"
     env = {**os.environ, "PIPX_HOME": str(home), "PIPX_BIN_DIR": str(bin_dir)}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import IN_CI, require_tool
+from tests.helpers import require_tool, unavailable
 from tests.shipping import ROOT
 
 # systemd-analyze and unshare, Debian tools outside the fast loop.
@@ -52,13 +52,12 @@ def environment() -> dict[str, str]:
 
 
 def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
-    analyze = require_tool("systemd-analyze")
-    unshare = require_tool("unshare")
+    analyze = require_tool("systemd-analyze", package="systemd")
+    unshare = require_tool("unshare", package="util-linux")
     if os.geteuid() != 0:
-        message = "verifying the unit needs root: it mounts the command where the unit expects it"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(
+            "verifying the unit needs root: it mounts the command where the unit expects it"
+        )
     [start] = service("ExecStart")
     command = Path(start.split()[0])
     # verify insists the command exists: in a mount namespace of its own, the console script
