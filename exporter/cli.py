@@ -28,12 +28,11 @@ from exporter.connections import (
     fit_to_file_limit,
     raise_file_limit,
 )
-from exporter.demo import DEMO_SOURCE, start_demo
+from exporter.demo import DEMO_SOURCE, Simulator, start_demo
 from exporter.engine import Engine
 from exporter.http import DEFAULT_MAX_REQUESTS, Exporter
 from exporter.runtime import settle_heap
 from exporter.settings import parse_duration
-from exporter.simulator import Simulator
 from exporter.upstream import Upstream
 from exporter.webconfig import WebConfig, load_web_config
 

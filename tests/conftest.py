@@ -11,9 +11,9 @@ from aiohttp.web import Application
 
 from exporter import logs
 from exporter.config import Config, load_config
+from exporter.demo import Simulator
 from exporter.engine import Engine
 from exporter.http import Exporter
-from exporter.simulator import Simulator
 from exporter.upstream import Upstream
 from tests.helpers import INTEGRATION_HELPERS, write_config
 

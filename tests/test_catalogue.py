@@ -12,11 +12,12 @@ import yaml
 from aiohttp import web
 
 from exporter.config import ConfigError, build_config, parse_config
+from exporter.demo import Fault, SimAccount, Simulator
+from exporter.demo.catalogue import documented_answer
 from exporter.engine import Engine
 from exporter.model import Reason
 from exporter.providers import BUILT_IN, CATALOGUE
 from exporter.providers.catalogue import FAMILIES, CatalogueProvider, answers_of, entry_files
-from exporter.simulator import Fault, SimAccount, Simulator, documented_answer
 from exporter.upstream import Upstream
 from tests.conftest import ExporterFactory
 from tests.helpers import README, readme_yaml, samples

@@ -16,9 +16,8 @@ import aiohttp
 import pytest
 
 from exporter import __version__
-from exporter.demo import catalogue_accounts, demo_accounts
+from exporter.demo import SimAccount, Simulator, catalogue_accounts, delay, demo_accounts
 from exporter.providers import PROVIDERS
-from exporter.simulator import SimAccount, Simulator, delay
 from tests.helpers import account, accounts_in, free_port, samples, value, write_config
 
 PYTHON = sys.executable

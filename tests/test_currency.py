@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from exporter.config import ConfigError, build_config, parse_config
-from exporter.demo import start_demo
+from exporter.demo import SimAccount, Simulator, start_demo
+from exporter.demo.json_apis import JsonAccount
 from exporter.engine import Engine, Snapshot
 from exporter.metrics import AccountCollector
 from exporter.model import Reason
-from exporter.simulator import SimAccount, Simulator
 from exporter.upstream import Upstream
 from tests.helpers import (
     README,
@@ -172,7 +172,7 @@ FROM_ANSWER = {"balance": "money", "currency": "cur"}
 async def test_a_configured_currency_gives_its_own_series(
     simulator: Simulator, upstream: Upstream
 ) -> None:
-    simulator.add("json", SimAccount(KEY, payload={"balance": 420.5}))
+    simulator.add("json", JsonAccount(KEY, payload={"balance": 420.5}))
     settings = json_account(simulator, {"balance": "balance"}, currency="RUB", low_balance=500)
     config = build_config({"accounts": [settings]}, source="test")
     text = exposition(await Engine(config, upstream).collect())
@@ -186,7 +186,7 @@ async def test_a_configured_currency_gives_its_own_series(
 
 
 async def test_the_currency_read_from_the_answer(simulator: Simulator, upstream: Upstream) -> None:
-    sim = simulator.add("json", SimAccount(KEY, payload={"money": "12.50", "cur": "eur"}))
+    sim = simulator.add("json", JsonAccount(KEY, payload={"money": "12.50", "cur": "eur"}))
     settings = json_account(simulator, FROM_ANSWER, low_balance=15)
     engine = Engine(build_config({"accounts": [settings]}, source="test"), upstream)
     found = samples(exposition(await engine.collect()))
@@ -218,7 +218,7 @@ async def test_the_currency_read_from_the_answer(simulator: Simulator, upstream:
 async def test_no_threshold_before_the_currency_is_known(
     simulator: Simulator, upstream: Upstream
 ) -> None:
-    simulator.add("json", SimAccount(KEY, payload={"money": "12.50"}))
+    simulator.add("json", JsonAccount(KEY, payload={"money": "12.50"}))
     settings = json_account(simulator, FROM_ANSWER, low_balance=15)
     config = build_config({"accounts": [settings]}, source="test")
     [snapshot] = await Engine(config, upstream).collect()
@@ -230,7 +230,7 @@ async def test_no_threshold_before_the_currency_is_known(
 async def test_a_currency_that_is_not_a_code_is_invalid(
     simulator: Simulator, upstream: Upstream, currency: Any
 ) -> None:
-    simulator.add("json", SimAccount(KEY, payload={"money": 5, "cur": currency}))
+    simulator.add("json", JsonAccount(KEY, payload={"money": 5, "cur": currency}))
     config = build_config({"accounts": [json_account(simulator, FROM_ANSWER)]}, source="test")
     [snapshot] = await Engine(config, upstream).collect()
     assert snapshot.outcome.reason is Reason.INVALID_RESPONSE
@@ -244,7 +244,7 @@ async def test_a_currency_that_is_not_a_code_is_invalid(
 async def test_an_answer_in_another_currency_than_configured_is_invalid(
     simulator: Simulator, upstream: Upstream
 ) -> None:
-    simulator.add("json", SimAccount(KEY, payload={"money": 5, "cur": "USD"}))
+    simulator.add("json", JsonAccount(KEY, payload={"money": 5, "cur": "USD"}))
     settings = json_account(simulator, FROM_ANSWER, currency="RUB")
     config = build_config({"accounts": [settings]}, source="test")
     [snapshot] = await Engine(config, upstream).collect()
@@ -255,7 +255,7 @@ async def test_an_answer_in_another_currency_than_configured_is_invalid(
 async def test_money_the_answer_says_is_usd_stays_under_the_usd_name(
     simulator: Simulator, upstream: Upstream
 ) -> None:
-    simulator.add("json", SimAccount(KEY, payload={"money": "7.25", "cur": "USD"}))
+    simulator.add("json", JsonAccount(KEY, payload={"money": "7.25", "cur": "USD"}))
     settings = json_account(simulator, FROM_ANSWER, low_balance=5)
     config = build_config({"accounts": [settings]}, source="test")
     text = exposition(await Engine(config, upstream).collect())
@@ -289,8 +289,8 @@ async def test_low_balance_of_a_usd_account_is_the_usd_threshold(
 async def test_promtool_accepts_the_currency_series(
     simulator: Simulator, upstream: Upstream
 ) -> None:
-    simulator.add("json", SimAccount(KEY, payload={"money": 99, "cur": "CNY"}))
-    simulator.add("json", SimAccount("rub-key", payload={"money": 420, "cur": "x"}))
+    simulator.add("json", JsonAccount(KEY, payload={"money": 99, "cur": "CNY"}))
+    simulator.add("json", JsonAccount("rub-key", payload={"money": 420, "cur": "x"}))
     rub = json_account(simulator, {"balance": "money"}, currency="RUB", low_balance=500)
     rub.update(name="rub", api_key="rub-key")
     accounts = [json_account(simulator, FROM_ANSWER, low_balance=10), rub]
@@ -317,7 +317,7 @@ async def test_the_readme_example_gives_the_series_shown(
     }
     for acct in data["accounts"]:
         name = acct["name"]
-        simulator.add("json", SimAccount(f"{name}-key", payload=payloads[name]))
+        simulator.add("json", JsonAccount(f"{name}-key", payload=payloads[name]))
         acct.pop("api_key_env")
         acct["api_key"] = f"{name}-key"
         acct["request"]["url"] = simulator.base_url("json") + "/balance"
@@ -350,7 +350,7 @@ async def test_the_demo_has_a_rub_and_a_eur_account(upstream: Upstream) -> None:
 async def test_a_reload_that_changes_only_the_threshold_keeps_the_currency_learnt(
     simulator: Simulator, upstream: Upstream
 ) -> None:
-    sim = simulator.add("json", SimAccount(KEY, payload={"money": 9, "cur": "EUR"}))
+    sim = simulator.add("json", JsonAccount(KEY, payload={"money": 9, "cur": "EUR"}))
     settings = json_account(simulator, FROM_ANSWER, low_balance=15)
     engine = Engine(build_config({"accounts": [settings]}, source="test"), upstream)
     await engine.collect()

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from exporter.config import Config, build_config
+from exporter.demo import SimAccount, Simulator, delay, respond
 from exporter.engine import AUTH_BACKOFF_BASE, Engine, InFlight, Outcome, scrape_budget
 from exporter.model import Reason
-from exporter.simulator import SimAccount, Simulator, delay, respond
 from exporter.upstream import Upstream
 from tests.helpers import FrozenClock, account, gated_config, settle
 

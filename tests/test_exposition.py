@@ -17,9 +17,12 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from exporter.config import build_config
+from exporter.demo import SimAccount, Simulator, respond
+from exporter.demo.antigate import AntigateAccount
+from exporter.demo.json_apis import JsonAccount
+from exporter.demo.ocean import OceanAccount
 from exporter.engine import Engine
 from exporter.metrics import AccountCollector, ExporterCollector, ReloadStatus, render
-from exporter.simulator import SimAccount, Simulator, respond
 from exporter.upstream import Upstream
 from tests.conftest import ExporterFactory
 from tests.helpers import FrozenClock, account, assert_promtool_accepts_metrics
@@ -41,17 +44,19 @@ def known_answers(simulator: Simulator) -> dict[str, object]:
     ]
     simulator.add(
         "anticaptcha",
-        SimAccount("golden-anticaptcha", balance=12.3456, captcha_credits=85000, spending=hours),
+        AntigateAccount(
+            "golden-anticaptcha", balance=12.3456, captcha_credits=85000, spending=hours
+        ),
     )
     simulator.add("datalabs", SimAccount("golden-datalabs", balance=0.0))
     simulator.add("vastcap", SimAccount("golden-vastcap", balance=10.25))
     simulator.add("decaptcha", SimAccount("golden-decaptcha", balance=1250.75))
     simulator.add(
         "ocean",
-        SimAccount(
+        OceanAccount(
             "golden-ocean",
             daily_limit=10,
-            ocean_credits={
+            credits={
                 "credits": {"oneTime": 100, "recurrent": 250},
                 "emailCredits": {"oneTime": 20, "recurrent": 0},
                 "phoneCredits": {"oneTime": 3, "recurrent": 7},
@@ -61,7 +66,7 @@ def known_answers(simulator: Simulator) -> dict[str, object]:
     simulator.add("twocaptcha", SimAccount("golden-twocaptcha", balance=3.2))
     simulator.add(
         "capsolver",
-        SimAccount(
+        AntigateAccount(
             "golden-capsolver",
             balance=1071.5,
             packages=[
@@ -169,9 +174,9 @@ def awkward_labels(simulator: Simulator) -> list[dict[str, object]]:
     """Label values with a quote, a backslash and non-ASCII text, which need escaping."""
     simulator.add(
         "anticaptcha",
-        SimAccount("odd-anticaptcha", balance=1e7, captcha_credits=0, queue_shares={}),
+        AntigateAccount("odd-anticaptcha", balance=1e7, captcha_credits=0, queue_shares={}),
     )
-    simulator.add("json", SimAccount("odd-json", payload={"a": 123456789.5, "b": 1e-7, "c": -0.0}))
+    simulator.add("json", JsonAccount("odd-json", payload={"a": 123456789.5, "b": 1e-7, "c": -0.0}))
     return [
         account(
             "odd.queue:1",
@@ -202,8 +207,8 @@ def awkward_labels(simulator: Simulator) -> list[dict[str, object]]:
 
 def other_currencies(simulator: Simulator) -> list[dict[str, object]]:
     """Money in roubles by config and in euros by the answer, each with its threshold."""
-    simulator.add("json", SimAccount("rub-json", payload={"balance": 420.5}))
-    simulator.add("json", SimAccount("eur-json", payload={"money": "12.50", "cur": "EUR"}))
+    simulator.add("json", JsonAccount("rub-json", payload={"balance": 420.5}))
+    simulator.add("json", JsonAccount("eur-json", payload={"money": "12.50", "cur": "EUR"}))
 
     def json_account(name: str, values: dict[str, str], **more: object) -> dict[str, object]:
         return {

@@ -22,22 +22,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from exporter import logs
+from exporter.demo import Fault, SimAccount, Simulator, delay, respond
 from exporter.model import Reason
 from exporter.providers import BUILT_IN
-from exporter.simulator import (
-    Fault,
-    SimAccount,
-    Simulator,
-    delay,
-    endless_body,
-    hang,
-    huge_body,
-    redirect,
-    respond,
-    trickle,
-    truncated_body,
-)
 from tests.conftest import AiohttpClient, ExporterFactory
+from tests.faults import endless_body, hang, huge_body, redirect, trickle, truncated_body
 from tests.helpers import account, assert_promtool_accepts_metrics, samples, value, write_config
 
 CANARY = "CANARY-9d1e4c7b2a-KEY"

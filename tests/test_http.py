@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from exporter.simulator import SimAccount, Simulator, delay
+from exporter.demo import SimAccount, Simulator, delay
 from tests.conftest import ExporterFactory
 from tests.helpers import account, accounts_in, samples, value, write_config
 

@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 from exporter.config import ConfigError, build_config, parse_config
+from exporter.demo import Fault, SimAccount, Simulator, delay, respond
+from exporter.demo.json_apis import JsonAccount
 from exporter.engine import Engine, Snapshot
 from exporter.model import Credit, Reading, Reason
-from exporter.simulator import Fault, SimAccount, Simulator, delay, respond
 from exporter.upstream import Upstream
 from tests.conftest import ExporterFactory
 from tests.helpers import (
@@ -57,7 +58,7 @@ async def collect(
     *faults: Fault,
     payload: Any = None,
 ) -> Snapshot:
-    simulator.add("json", SimAccount(KEY, balance=12.5, payload=payload).then(*faults))
+    simulator.add("json", JsonAccount(KEY, balance=12.5, payload=payload).then(*faults))
     config = build_config({"accounts": [settings]}, source="test")
     [snapshot] = await Engine(config, upstream).collect()
     return snapshot
@@ -775,7 +776,7 @@ async def test_metrics_cache_and_coalescing(
 ) -> None:
     simulator.add(
         "json",
-        SimAccount(KEY, payload=full_payload("1,250.75")).then(delay(0.3)),
+        JsonAccount(KEY, payload=full_payload("1,250.75")).then(delay(0.3)),
     )
     settings = json_account(simulator, values=ALL_VALUES, cache_ttl="60s", low_balance_usd=100)
     settings["name"] = "sms"
@@ -832,7 +833,7 @@ async def test_a_failure_shows_up_0_and_no_balance(
 async def test_promtool_accepts_http_json_series(
     simulator: Simulator, make_exporter: ExporterFactory
 ) -> None:
-    simulator.add("json", SimAccount(KEY, payload=full_payload(3)))
+    simulator.add("json", JsonAccount(KEY, payload=full_payload(3)))
     _, client = await make_exporter(
         {"accounts": [json_account(simulator, values=ALL_VALUES, low_balance_usd=1)]}
     )
@@ -859,7 +860,7 @@ EXAMPLE_PAYLOAD = {
 # account name -> (the simulated account, what it must read, the reason for a wrong key)
 EXPECTED: dict[str, tuple[SimAccount, Reading, Reason]] = {
     "sms": (
-        SimAccount("readme-sms-key-0001", payload=EXAMPLE_PAYLOAD),
+        JsonAccount("readme-sms-key-0001", payload=EXAMPLE_PAYLOAD),
         Reading(
             balance_usd=1250.75,
             credits=(Credit("sms", "one_time", 830.0),),
@@ -879,7 +880,7 @@ EXPECTED: dict[str, tuple[SimAccount, Reading, Reason]] = {
         Reason.AUTH,
     ),
     "proxies": (
-        SimAccount(
+        JsonAccount(
             "readme-evomi-key-0001",
             balance=133700.848432,
             proxy_mb={"rp": 2048.0, "mp": 512.5, "dcp": 0.0},

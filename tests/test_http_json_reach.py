@@ -17,9 +17,10 @@ from aiohttp import web
 
 from exporter import logs
 from exporter.config import ConfigError, build_config
+from exporter.demo import SimAccount, Simulator, respond
+from exporter.demo.json_apis import JsonAccount
 from exporter.engine import Engine, Snapshot
 from exporter.model import Credit, Reading, Reason
-from exporter.simulator import SimAccount, Simulator, respond
 from exporter.upstream import Upstream
 
 KEY = "reach-key-0123456789abcdef"
@@ -245,7 +246,7 @@ async def test_arithmetic(
         request={"headers": {"Authorization": "Bearer {api_key}"}},
         values={"daily_limit_remaining": expression},
     )
-    simulator.add("json", SimAccount(KEY, payload=payload))
+    simulator.add("json", JsonAccount(KEY, payload=payload))
     [snapshot] = await collect(upstream, settings)
     if expected is None:
         assert snapshot.outcome.reason is Reason.INVALID_RESPONSE

@@ -181,7 +181,7 @@ def test_a_mounted_config_and_key_file_work_as_the_readme_says(
         "python",
         "-c",
         "import asyncio\n"
-        "from exporter.simulator import SimAccount, Simulator\n"
+        "from exporter.demo import SimAccount, Simulator\n"
         "async def main():\n"
         "    simulator = Simulator()\n"
         f"    simulator.add({account['provider']!r}, "

@@ -16,10 +16,12 @@ from typing import Any
 from aiohttp.test_utils import TestServer
 
 from exporter.config import Config, load_config
+from exporter.demo import SimAccount, Simulator, delay
+from exporter.demo.antigate import AntigateAccount
+from exporter.demo.ocean import OceanAccount
 from exporter.engine import Engine
 from exporter.http import Exporter
 from exporter.landing import money, number
-from exporter.simulator import SimAccount, Simulator, delay
 from exporter.upstream import Upstream
 from tests.helpers import FrozenClock, account, require_tool, write_config
 from tests.test_cli import exporter_process
@@ -117,13 +119,13 @@ class Seen(HTMLParser):
 
 
 def landing_accounts(simulator: Simulator) -> dict[str, Any]:
-    simulator.add("anticaptcha", SimAccount(SECRET, balance=12.3456, captcha_credits=85000))
+    simulator.add("anticaptcha", AntigateAccount(SECRET, balance=12.3456, captcha_credits=85000))
     simulator.add(
         "ocean",
-        SimAccount(
+        OceanAccount(
             "landing-ocean-key-01",
             daily_limit=950,
-            ocean_credits={"credits": {"oneTime": 100, "recurrent": 2500}},
+            credits={"credits": {"oneTime": 100, "recurrent": 2500}},
         ),
     )
     simulator.add("json", SimAccount("landing-rub-key-0001", balance=420.0))

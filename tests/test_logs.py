@@ -11,8 +11,8 @@ import pytest
 
 from exporter import logs
 from exporter.config import build_config
+from exporter.demo import SimAccount, Simulator, respond
 from exporter.engine import Engine
-from exporter.simulator import SimAccount, Simulator, respond
 from exporter.upstream import Upstream
 from tests.helpers import account
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.simulator import SimAccount, Simulator
+from exporter.demo import SimAccount, Simulator
 from tests.conftest import ExporterFactory
 from tests.helpers import account, samples, value
 

@@ -11,19 +11,16 @@ import aiohttp
 import pytest
 
 from exporter.config import build_config
-from exporter.engine import Engine, Snapshot
-from exporter.model import Credit, Reason, Spend
-from exporter.simulator import (
-    Fault,
-    SimAccount,
-    Simulator,
+from exporter.demo import Fault, SimAccount, Simulator, delay, respond
+from exporter.demo.antigate import (
+    AntigateAccount,
     capsolver_key_temp_blocked,
     capsolver_rate_limited,
-    delay,
-    hang,
-    respond,
 )
+from exporter.engine import Engine, Snapshot
+from exporter.model import Credit, Reason, Spend
 from exporter.upstream import Upstream
+from tests.faults import hang
 from tests.helpers import FrozenClock, account
 
 ANTIGATE = ("anticaptcha", "datalabs", "twocaptcha", "capsolver", "capmonster")
@@ -283,7 +280,7 @@ async def test_connection_refused(upstream: Upstream) -> None:
 
 
 async def test_anticaptcha_captcha_credits(simulator: Simulator, upstream: Upstream) -> None:
-    sim = SimAccount(KEY, balance=12.3456, captcha_credits=85000)
+    sim = AntigateAccount(KEY, balance=12.3456, captcha_credits=85000)
     snapshot = await collect(simulator, upstream, "anticaptcha", sim=sim)
     reading = snapshot.outcome.reading
     assert reading is not None
@@ -320,7 +317,7 @@ async def test_anticaptcha_spending_stats_total_and_queues(
     # 26 complete hours (only the newest 24 count) and one hour still running.
     records = hour_records(*([1.0] * 2 + [0.5] * 23 + [2.25]))
     future = {"dateFrom": 4_000_000_000, "dateTill": 4_000_003_599, "volume": 99, "money": 99.0}
-    sim = SimAccount(KEY, balance=5.0, spending=[future, *records])
+    sim = AntigateAccount(KEY, balance=5.0, spending=[future, *records])
     snapshot = await collect(
         simulator,
         upstream,
@@ -348,7 +345,7 @@ async def test_anticaptcha_spending_stats_total_and_queues(
 async def test_anticaptcha_spending_stats_true_is_total_only(
     simulator: Simulator, upstream: Upstream
 ) -> None:
-    sim = SimAccount(KEY, balance=5.0, spending=[])
+    sim = AntigateAccount(KEY, balance=5.0, spending=[])
     snapshot = await collect(simulator, upstream, "anticaptcha", sim=sim, spending_stats=True)
     assert snapshot.outcome.reading is not None
     assert snapshot.outcome.reading.spend == (Spend("all", 0.0, 0.0, 0.0, 0.0),)
@@ -412,7 +409,7 @@ async def test_capsolver_packages(simulator: Simulator, upstream: Upstream) -> N
         },
         {"packageId": "d", "type": 1, "title": "no expiry", "numberOfCalls": 250, "status": 1},
     ]
-    sim = SimAccount(KEY, balance=71.5, packages=packages)
+    sim = AntigateAccount(KEY, balance=71.5, packages=packages)
     snapshot = await collect(simulator, upstream, "capsolver", sim=sim)
     reading = snapshot.outcome.reading
     assert reading is not None
@@ -768,8 +765,8 @@ async def test_simulated_spending_records_are_rolling_hours(phase: int, offset: 
     simulator = Simulator(clock=lambda: now)
     await simulator.start()
     try:
-        simulator.add("anticaptcha", SimAccount(KEY, spending_phase=phase))
-        idle = SimAccount("idle-key-00000000", spending_phase=phase)
+        simulator.add("anticaptcha", AntigateAccount(KEY, spending_phase=phase))
+        idle = AntigateAccount("idle-key-00000000", spending_phase=phase)
         simulator.add("anticaptcha", idle)
         url = simulator.base_url("anticaptcha") + "/getSpendingStats"
         _, _, busy_body = await post_json(url, {"clientKey": KEY})
@@ -798,7 +795,7 @@ async def test_anticaptcha_reads_rolling_hours_and_integer_money(
             (now - 150, 7, 0.0105),  # still running
         ]
     ]
-    sim = SimAccount(KEY, balance=1.0, spending=records)
+    sim = AntigateAccount(KEY, balance=1.0, spending=records)
     simulator.add("anticaptcha", sim)
     config = build_config(
         {

@@ -25,8 +25,8 @@ import trustme
 
 from exporter.cli import Running, parse_args, start
 from exporter.connections import AcceptErrorFilter, fit_to_file_limit, raise_file_limit
+from exporter.demo import SimAccount, Simulator
 from exporter.http import Exporter
-from exporter.simulator import SimAccount, Simulator
 from tests.attacks import (
     UNFINISHED_HEAD,
     close_all,

@@ -19,17 +19,10 @@ import bcrypt
 import pytest
 
 from exporter.connections import raise_file_limit
-from exporter.simulator import (
-    NGINX_502,
-    SimAccount,
-    Simulator,
-    delay,
-    disconnect,
-    respond,
-    truncated_body,
-)
+from exporter.demo import NGINX_502, SimAccount, Simulator, delay, respond
 from tests.attacks import Slowloris, basic, close_all, connect, http_get, password_flood
 from tests.conftest import ExporterFactory
+from tests.faults import disconnect, truncated_body
 from tests.helpers import ExporterProcess, account, samples
 
 # 10,000 scrapes: the longest test of all, for the full run only.

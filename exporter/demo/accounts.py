@@ -14,9 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.config import Config, build_config
+from exporter.demo.antigate import AntigateAccount
+from exporter.demo.json_apis import JsonAccount
+from exporter.demo.ocean import OceanAccount
+from exporter.demo.server import NGINX_502, SimAccount, delay, respond
+from exporter.demo.simulator import Simulator
 from exporter.providers import CATALOGUE
 from exporter.providers.catalogue import CatalogueProvider
-from exporter.simulator import NGINX_502, SimAccount, Simulator, delay, respond
 
 DEMO_SOURCE = "<demo>"
 # Ocean.io accounts reuse an answer for 15 minutes unless they set their own cache_ttl, to
@@ -51,7 +55,7 @@ def demo_accounts() -> list[DemoAccount]:
         DemoAccount(
             "anticaptcha-main",
             "anticaptcha",
-            SimAccount(
+            AntigateAccount(
                 key("anticaptcha-main"),
                 balance=48.0,
                 burn_per_hour=0.9,
@@ -86,7 +90,7 @@ def demo_accounts() -> list[DemoAccount]:
         DemoAccount(
             "ocean-main",
             "ocean",
-            SimAccount(key("ocean-main"), burn_per_hour=40.0, daily_limit=5000),
+            OceanAccount(key("ocean-main"), burn_per_hour=40.0, daily_limit=5000),
             OCEAN_DEMO_SETTINGS,
         ),
         DemoAccount(
@@ -98,7 +102,7 @@ def demo_accounts() -> list[DemoAccount]:
         DemoAccount(
             "capsolver-main",
             "capsolver",
-            SimAccount(
+            AntigateAccount(
                 key("capsolver-main"),
                 balance=71.5,
                 burn_per_hour=0.8,
@@ -158,7 +162,7 @@ def demo_accounts() -> list[DemoAccount]:
         DemoAccount(
             "voice-eu",
             "http_json",
-            SimAccount(key("voice-eu"), balance=12.5, burn_per_hour=0.1, currency="EUR"),
+            JsonAccount(key("voice-eu"), balance=12.5, burn_per_hour=0.1, currency="EUR"),
             {
                 "low_balance": 15,
                 "request": {

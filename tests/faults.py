@@ -1,0 +1,106 @@
+"""Faults only the tests need: an upstream that hangs, trickles, sends a huge, endless or
+truncated body, hangs up, or redirects. Scripted on a `SimAccount` (`account.then(hang())`)
+like the demo's own `respond` and `delay`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+
+from exporter.demo import Fault, respond
+
+
+def hang() -> Fault:
+    """Never answer."""
+
+    async def fault(request: web.Request) -> web.StreamResponse:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    return fault
+
+
+def disconnect() -> Fault:
+    """Close the connection without an answer."""
+
+    async def fault(request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        if transport is not None:
+            transport.close()
+        await asyncio.sleep(0.05)
+        return web.Response(status=500)
+
+    return fault
+
+
+def truncated_body(promised: int = 1000, sent: bytes = b'{"errorId": 0, "bal') -> Fault:
+    """Promise `promised` bytes, send a few, then close the connection."""
+
+    async def fault(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Content-Length": str(promised)}
+        )
+        await response.prepare(request)
+        await response.write(sent)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
+    return fault
+
+
+def trickle(
+    seconds_per_byte: float = 0.2, body: bytes = b'{"errorId": 0, "balance": 1.0}'
+) -> Fault:
+    """Send the answer one byte at a time (the whole answer takes far longer than a budget)."""
+
+    async def fault(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Content-Length": str(len(body))}
+        )
+        await response.prepare(request)
+        for byte in body:
+            await response.write(bytes([byte]))
+            await asyncio.sleep(seconds_per_byte)
+        return response
+
+    return fault
+
+
+def huge_body(size: int = 64 << 20, *, declare_length: bool = False) -> Fault:
+    """A body of `size` bytes (JSON-looking whitespace), streamed, optionally announced."""
+    chunk = b" " * 65536
+
+    async def fault(request: web.Request) -> web.StreamResponse:
+        headers = {"Content-Type": "application/json"}
+        if declare_length:
+            headers["Content-Length"] = str(size)
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(size // len(chunk)):
+                await response.write(chunk)
+        return response
+
+    return fault
+
+
+def endless_body() -> Fault:
+    """A body that never ends."""
+
+    async def fault(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            while True:
+                await response.write(b"[" * 65536)
+        return response
+
+    return fault
+
+
+def redirect(location: str, status: int = 302) -> Fault:
+    """Send the client elsewhere (a well-behaved client with a key does not follow)."""
+    return respond(status, b"", headers={"Location": location})
