@@ -49,6 +49,20 @@ def account(name: str, provider: str, key: str, base_url: str, **more: Any) -> d
     return {"name": name, "provider": provider, "api_key": key, "base_url": base_url, **more}
 
 
+def http_json_account(url: str, key: str, **more: Any) -> dict[str, Any]:
+    """An http_json account `acct` with this key, asking `url`: `request` adds to the request,
+    `values` replaces the default (balance_usd read from `balance`), the rest are account keys."""
+    return {
+        "name": "acct",
+        "provider": "http_json",
+        "api_key": key,
+        "timeout": "2s",
+        "request": {"url": url, **more.pop("request", {})},
+        "values": more.pop("values", {"balance_usd": "balance"}),
+        **more,
+    }
+
+
 def samples(exposition: str) -> Samples:
     """Every sample of a text exposition, keyed by (name, labels)."""
     found: Samples = {}

@@ -19,6 +19,7 @@ from exporter.upstream import Upstream
 from tests.helpers import (
     README,
     assert_promtool_accepts_metrics,
+    http_json_account,
     readme_yaml,
     samples,
     series_of,
@@ -147,19 +148,14 @@ def test_usd_on_a_built_in_is_accepted() -> None:
 
 
 def json_account(simulator: Simulator, values: dict[str, Any], **more: Any) -> dict[str, Any]:
-    return {
-        "name": "acct",
-        "provider": "http_json",
-        "api_key": KEY,
-        "timeout": "2s",
-        "cache_ttl": "0s",
-        "request": {
-            "url": simulator.base_url("json") + "/balance",
-            "headers": {"Authorization": "Bearer {api_key}"},
-        },
-        "values": values,
+    return http_json_account(
+        simulator.base_url("json") + "/balance",
+        KEY,
+        request={"headers": {"Authorization": "Bearer {api_key}"}},
+        values=values,
+        cache_ttl="0s",
         **more,
-    }
+    )
 
 
 def exposition(snapshots: list[Snapshot]) -> str:

@@ -23,6 +23,7 @@ from tests.conftest import ExporterFactory
 from tests.helpers import (
     account,
     assert_promtool_accepts_metrics,
+    http_json_account,
     no_secret_in,
     readme_yaml,
     samples,
@@ -35,20 +36,8 @@ SECTION = "## Any JSON balance API: http_json"
 
 def json_account(simulator: Simulator, path: str = "/v1/balance", **more: Any) -> dict[str, Any]:
     """An http_json account asking the simulator's generic JSON endpoint."""
-    request = {
-        "url": simulator.base_url("json") + path,
-        "headers": {"Authorization": "Bearer {api_key}"},
-        **more.pop("request", {}),
-    }
-    return {
-        "name": "acct",
-        "provider": "http_json",
-        "api_key": KEY,
-        "timeout": "2s",
-        "request": request,
-        "values": more.pop("values", {"balance_usd": "balance"}),
-        **more,
-    }
+    request = {"headers": {"Authorization": "Bearer {api_key}"}, **more.pop("request", {})}
+    return http_json_account(simulator.base_url("json") + path, KEY, request=request, **more)
 
 
 async def collect(

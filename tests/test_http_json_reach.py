@@ -22,23 +22,14 @@ from exporter.demo.json_apis import JsonAccount
 from exporter.engine import Engine, Snapshot
 from exporter.model import Credit, Reading, Reason
 from exporter.upstream import Upstream
+from tests.helpers import http_json_account
 
 KEY = "reach-key-0123456789abcdef"
 SID = "AC-reach-sid-9876543210"
 
 
 def account(url: str, **more: Any) -> dict[str, Any]:
-    request = {"url": url, **more.pop("request", {})}
-    return {
-        "name": "acct",
-        "provider": "http_json",
-        "api_key": KEY,
-        "timeout": "2s",
-        "cache_ttl": "0s",
-        "request": request,
-        "values": more.pop("values", {"balance_usd": "balance"}),
-        **more,
-    }
+    return http_json_account(url, KEY, cache_ttl="0s", **more)
 
 
 async def collect(upstream: Upstream, *settings: dict[str, Any]) -> list[Snapshot]:
