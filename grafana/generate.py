@@ -120,6 +120,11 @@ def series(title: str, unit: str, description: str) -> timeseries.Panel:
     )
 
 
+def money_series(title: str, description: str) -> timeseries.Panel:
+    """A time series of money in each account's currency (its legends end in `(CODE)`)."""
+    return currency_units(series(title, MONEY, description), r".*\(%s\)$")
+
+
 def single(title: str, unit: str, description: str, expr: str, legend: str = "") -> stat.Panel:
     return (
         stat.Panel()
@@ -266,13 +271,9 @@ def accounts_table() -> table.Panel:
 
 def balance_panels() -> list[PanelBuilder]:
     return [
-        currency_units(
-            series(
-                "Balance",
-                MONEY,
-                "Money left per account in its currency, with its low-balance threshold dashed.",
-            ),
-            r".*\(%s\)$",
+        money_series(
+            "Balance",
+            "Money left per account in its currency, with its low-balance threshold dashed.",
         )
         .with_target(query(ALL_BALANCES, legend=CURRENCY_LEGEND))
         .with_target(query(ALL_THRESHOLDS, legend="threshold " + CURRENCY_LEGEND, ref="B"))
@@ -285,15 +286,11 @@ def balance_panels() -> list[PanelBuilder]:
                 model.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
             ],
         ),
-        currency_units(
-            series(
-                "Burn rate",
-                MONEY,
-                "Money spent per hour in each account's currency: the last hour, and the "
-                "6-hour average the forecast uses. Top-ups are payments, not negative spend, "
-                "and do not lower it.",
-            ),
-            r".*\(%s\)$",
+        money_series(
+            "Burn rate",
+            "Money spent per hour in each account's currency: the last hour, and the "
+            "6-hour average the forecast uses. Top-ups are payments, not negative spend, "
+            "and do not lower it.",
         )
         .with_target(
             query(
@@ -318,14 +315,10 @@ def balance_panels() -> list[PanelBuilder]:
         .thresholds(HOURS_LEFT_STEPS)
         .thresholds_style(cb.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.LINE))
         .axis_soft_max(48),
-        currency_units(
-            series(
-                "Balance forecast, next 24 hours",
-                MONEY,
-                "Where each balance will be over the next day if the 6-hour burn rate holds, "
-                "in the account's currency.",
-            ),
-            r".*\(%s\)$",
+        money_series(
+            "Balance forecast, next 24 hours",
+            "Where each balance will be over the next day if the 6-hour burn rate holds, "
+            "in the account's currency.",
         ).with_target(
             query(
                 f"clamp_min({ALL_BALANCES}"
