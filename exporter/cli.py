@@ -16,7 +16,8 @@ from typing import TypeVar
 from aiohttp import web
 
 from exporter import __version__, logs, once
-from exporter.config import Config, ConfigError, load_config
+from exporter.config import Config, load_config
+from exporter.configfile import ConfigError
 from exporter.connections import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,

@@ -20,7 +20,8 @@ from prometheus_client.registry import Collector
 
 from exporter import logs
 from exporter.auth import Guard, GuardHolder
-from exporter.config import Config, ConfigError
+from exporter.config import Config
+from exporter.configfile import ConfigError
 from exporter.engine import Engine, Snapshot
 from exporter.landing import ReloadFailure, landing_page
 from exporter.metrics import AccountCollector, ExporterCollector, ReloadStatus, render

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
-from exporter.config import (
+from exporter.configfile import (
     ConfigError,
     Loc,
     Locator,

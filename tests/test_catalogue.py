@@ -11,7 +11,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from exporter.config import ConfigError, build_config, parse_config
+from exporter.config import build_config, parse_config
+from exporter.configfile import ConfigError
 from exporter.demo import Fault, SimAccount, Simulator
 from exporter.demo.catalogue import documented_answer
 from exporter.engine import Engine

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ConfigError, load_config, parse_config
+from exporter.config import load_config, parse_config
+from exporter.configfile import ConfigError
 from exporter.providers import PROVIDERS
 from exporter.settings import parse_duration
 from tests.helpers import write_config

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config import ConfigError, build_config, parse_config
+from exporter.config import build_config, parse_config
+from exporter.configfile import ConfigError
 from exporter.demo import Fault, SimAccount, Simulator, delay, respond
 from exporter.demo.json_apis import JsonAccount
 from exporter.engine import Engine, Snapshot

@@ -16,7 +16,8 @@ import pytest
 from aiohttp import web
 
 from exporter import logs
-from exporter.config import ConfigError, build_config
+from exporter.config import build_config
+from exporter.configfile import ConfigError
 from exporter.demo import SimAccount, Simulator, respond
 from exporter.demo.json_apis import JsonAccount
 from exporter.engine import Engine, Snapshot

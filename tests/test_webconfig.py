@@ -11,7 +11,7 @@ import bcrypt
 import pytest
 import trustme
 
-from exporter.config import ConfigError
+from exporter.configfile import ConfigError
 from exporter.webconfig import WebConfig, load_web_config
 
 # Password "secret", as `htpasswd -nBC 10 prometheus` writes it (the $2y$ prefix).
