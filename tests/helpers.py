@@ -93,12 +93,28 @@ README = Path(__file__).parent.parent / "README.md"
 
 def readme_yaml(heading: str | None = None) -> list[str]:
     """The ```yaml blocks of the README, or of its section under `heading` (`## ...`)."""
-    text = README.read_text(encoding="utf-8")
-    if heading is not None:
-        start = text.index(f"\n{heading}\n")
-        end = text.find("\n## ", start + 1)
-        text = text[start : end if end != -1 else None]
-    return re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+    text = README.read_text(encoding="utf-8") if heading is None else readme_section(heading)
+    return yaml_blocks(text)
+
+
+def readme_section(heading: str, readme: str | None = None) -> str:
+    """The README's text (or `readme`'s) under `heading` (`### Docker`) up to the next heading
+    of its level or a higher one (a `#` line inside a code block is no heading)."""
+    level = len(heading.split()[0])
+    lines = (README.read_text(encoding="utf-8") if readme is None else readme).splitlines()
+    start = lines.index(heading)
+    section, fenced = [], False
+    for line in lines[start + 1 :]:
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (marks := re.match(r"(#+) ", line)) and len(marks[1]) <= level:
+            break
+        section.append(line)
+    return "\n".join(section) + "\n"
+
+
+def yaml_blocks(section: str) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", section, flags=re.DOTALL)
 
 
 def free_port() -> int:

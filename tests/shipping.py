@@ -79,22 +79,6 @@ def scrape_until(
         time.sleep(0.5)
 
 
-def readme_section(heading: str) -> str:
-    """The README's text under `heading` (`### Docker`) up to the next heading of its level or
-    a higher one (a `#` line inside a code block is no heading)."""
-    level = len(heading.split()[0])
-    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-    start = lines.index(heading)
-    section, fenced = [], False
-    for line in lines[start + 1 :]:
-        if line.startswith("```"):
-            fenced = not fenced
-        elif not fenced and (marks := re.match(r"(#+) ", line)) and len(marks[1]) <= level:
-            break
-        section.append(line)
-    return "\n".join(section) + "\n"
-
-
 def shell_commands(section: str) -> list[str]:
     """The commands of a README section's ```sh blocks, continuation lines joined."""
     commands = []
@@ -104,7 +88,3 @@ def shell_commands(section: str) -> list[str]:
             if command and not command.startswith("#"):
                 commands.append(" ".join(command.split()))
     return commands
-
-
-def yaml_blocks(section: str) -> list[str]:
-    return re.findall(r"```yaml\n(.*?)```", section, flags=re.DOTALL)

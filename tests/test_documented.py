@@ -24,19 +24,12 @@ from exporter.providers import PROVIDERS
 from exporter.settings import GlobalSettings
 from exporter.upstream import Upstream
 from exporter.webconfig import WebConfigFile
-from tests.helpers import README, account
+from tests.helpers import README, account, readme_section
 from tests.shipping import ROOT, tracked_files
 
 # What a reader cannot open: the spec and the provider API samples the project was built
 # from, and the tracker's issue numbers. Spelled so that this file does not match itself.
 PRIVATE_REFERENCE = re.compile(r"SPEC\.md|seed 00[0-9]|\bseeds?/|\bissue [0-9]+\b")
-
-
-def section(text: str, heading: str) -> str:
-    """The README section under `heading` (`## ...`), up to the next `## ` heading."""
-    start = text.index(f"\n{heading}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end != -1 else None]
 
 
 def code_spans(text: str) -> list[str]:
@@ -112,7 +105,7 @@ def metric_names() -> list[str]:
 
 
 def undocumented_flags(readme: str, flags: list[str]) -> list[str]:
-    spans = code_spans(section(readme, "## Command line"))
+    spans = code_spans(readme_section("## Command line", readme))
     return [flag for flag in flags if not any(re.match(rf"{flag}(?:\s|$)", s) for s in spans)]
 
 
@@ -124,12 +117,12 @@ def undocumented_keys(readme: str, keys: list[str]) -> list[str]:
 
 
 def undocumented_endpoints(readme: str, paths: list[str]) -> list[str]:
-    spans = code_spans(section(readme, "## Endpoints"))
+    spans = code_spans(readme_section("## Endpoints", readme))
     return [path for path in paths if not any(re.match(rf"{path}(?:\?|\s|$)", s) for s in spans)]
 
 
 def undocumented_metrics(readme: str, names: list[str]) -> list[str]:
-    spans = set(code_spans(section(readme, "## Metrics")))
+    spans = set(code_spans(readme_section("## Metrics", readme)))
     return [name for name in names if name not in spans]
 
 
@@ -150,7 +143,7 @@ def test_every_web_config_key_is_in_the_readme() -> None:
     keys = web_config_keys()
     assert "tls_server_config.client_allowed_sans" in keys
     readme = README.read_text(encoding="utf-8")
-    assert undocumented_keys(section(readme, "## Security and deployment"), keys) == []
+    assert undocumented_keys(readme_section("## Security and deployment", readme), keys) == []
 
 
 async def test_every_endpoint_is_in_the_endpoints_section() -> None:

@@ -15,15 +15,8 @@ import pytest
 import yaml
 
 from tests.container import Containers, debian_mirror, require_container_tools
-from tests.helpers import free_port, value
-from tests.shipping import (
-    copy_checkout,
-    demo_account_names,
-    readme_section,
-    scrape_until,
-    shell_commands,
-    yaml_blocks,
-)
+from tests.helpers import free_port, readme_section, value, yaml_blocks
+from tests.shipping import copy_checkout, demo_account_names, scrape_until, shell_commands
 
 # Building the base and the image takes a minute or two; the tests after it, seconds.
 pytestmark = pytest.mark.timeout(1200)

@@ -18,8 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.helpers import require_tool
-from tests.shipping import ROOT, readme_section, shell_commands, yaml_blocks
+from tests.helpers import readme_section, require_tool, yaml_blocks
+from tests.shipping import ROOT, shell_commands
 
 BASE = ROOT / "deploy" / "kubernetes"
 CRDS = ROOT / "tests" / "data" / "prometheus-operator-crd"
