@@ -20,7 +20,6 @@ from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
 
-from exporter import logs
 from exporter.configfile import (
     ConfigError,
     Loc,
@@ -101,6 +100,14 @@ class Config:
             counts[account.provider_type] = counts.get(account.provider_type, 0) + 1
         by_type = ", ".join(f"{t}: {n}" for t, n in sorted(counts.items())) or "none"
         return f"{self.source}: OK, {len(self.accounts)} account(s) ({by_type})"
+
+    def secret_values(self) -> list[str]:
+        """Every account's key and named secrets, revealed: for the log redactor only."""
+        return [
+            secret.get_secret_value()
+            for account in self.accounts
+            for secret in (account.api_key, *account.secrets.values())
+        ]
 
 
 TOP_LEVEL_KEYS = ("global", "accounts")
@@ -291,8 +298,6 @@ def _account(
                 break
     if problems or key is None or base_url is None:
         return None, problems
-    for secret in (key, *secrets.values()):
-        logs.register_secret(secret.get_secret_value())
     account = Account(
         name=settings.name,
         provider=provider_cls(settings, key, secrets),

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from exporter import logs
 from exporter.config import Account, Config
 from exporter.model import CollectError, Reading, Reason
 from exporter.upstream import DEFAULT_RETRY_AFTER, Upstream
@@ -317,7 +318,11 @@ class Engine:
     def apply(self, config: Config) -> None:
         """Switch to a new config; accounts that ask the same upstream the same way keep
         their cache, counters and back-off. Scrapes in flight finish on the states they hold.
+
+        The accounts' keys and secrets are registered with the log redactor first, so that
+        one echoed in an error of their first collection is already redacted.
         """
+        logs.register_secrets(config.secret_values())
         states: dict[str, AccountState] = {}
         for account in config.accounts:
             old = self.states.get(account.name)

@@ -1,7 +1,8 @@
 """Structured logging (logfmt or JSON) that never prints a key.
 
-Every key the config loader reads is registered here; a filter on the root handler replaces
-any occurrence of one in a message, a field or a traceback with `<redacted>`. Code does not
+The engine registers here the key and named secrets of every account it is given (the
+http_json provider its login tokens as it gets them); the formatters replace any occurrence
+of one in a message, a field or a traceback with `<redacted>`. Code does not
 log keys on purpose; this catches the accident (a provider echoing the key in an error text,
 a library putting a request body in an exception).
 """
@@ -13,6 +14,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 REDACTED = "<redacted>"
@@ -43,6 +45,11 @@ def register_secret(secret: str) -> None:
         _whole_secrets.add(secret)
     else:
         _short_secrets[secret] = re.compile(f"(?<!{_WORD}){re.escape(secret)}(?!{_WORD})")
+
+
+def register_secrets(secrets: Iterable[str]) -> None:
+    for secret in secrets:
+        register_secret(secret)
 
 
 def forget_secrets() -> None:

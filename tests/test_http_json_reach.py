@@ -130,6 +130,7 @@ def test_secrets_are_read_like_the_key(tmp_path: Path) -> None:
         "c": "cc-secret",
     }
     assert SID not in repr(acct)
+    logs.register_secrets(config.secret_values())
     assert SID not in logs.redact(f"x {SID} y")
 
 
