@@ -12,16 +12,20 @@ their files through it.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from exporter.hints import did_you_mean
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A config file is a few KiB; anything near this is not one (a log, a disk image).
 MAX_CONFIG_FILE_BYTES = 4 * 1024 * 1024
@@ -356,3 +360,19 @@ class Locator:
                     stack.append((value, (*loc, name)))
             elif isinstance(node, yaml.SequenceNode):
                 stack.extend((item, (*loc, i)) for i, item in enumerate(node.value))
+
+
+def attempt(load: Callable[[], T], problems: list[str]) -> T | None:
+    """What `load` returns, or None with its problems added as lines.
+
+    Anything else it raises is a problem too, worded by its type only (its text may quote the
+    file) and logged with its traceback, which the log redacts.
+    """
+    try:
+        return load()
+    except ConfigError as error:
+        problems.extend(error.lines)
+    except Exception as error:
+        log.exception("unexpected error loading a config file")
+        problems.append(f"cannot load the config: unexpected {type(error).__name__} (see the log)")
+    return None

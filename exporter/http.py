@@ -1,39 +1,29 @@
 """The exporter's HTTP endpoints (README: Endpoints).
 
 /metrics, /probe, /, /-/healthy, /-/ready and /-/reload; the landing page itself is
-exporter.landing.
+exporter.landing, and what a reload does is exporter.reload.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import logging
-import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from prometheus_client.registry import Collector
 
-from exporter import logs
 from exporter.auth import Guard, GuardHolder
-from exporter.config import Config
-from exporter.configfile import ConfigError
 from exporter.engine import Engine, Snapshot
 from exporter.landing import ReloadFailure, landing_page
 from exporter.metrics import AccountCollector, ExporterCollector, ReloadStatus, render
+from exporter.reload import ConfigLoader, Reloader, WebConfigLoader
 from exporter.runtime import GcPause
-from exporter.webconfig import WebConfig, ssl_error_reason
-
-log = logging.getLogger(__name__)
+from exporter.webconfig import WebConfig
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ConfigLoader = Callable[[], Config]
-WebConfigLoader = Callable[[], WebConfig]
-T = TypeVar("T")
 SCRAPE_PATHS = frozenset({"/metrics", "/probe"})
 DEFAULT_MAX_REQUESTS = 40
 RUNTIME_COLLECTORS: tuple[Collector, ...] = (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR)
@@ -56,17 +46,13 @@ class Exporter:
         web_loader: WebConfigLoader | None = None,
     ) -> None:
         self.engine = engine
-        self._loader = loader
-        self._web_loader = web_loader
         # Every endpoint, unknown paths included, is behind the guard when a web config is set.
         self.guard = GuardHolder(Guard(web_config)) if web_config is not None else None
         if self.guard is not None:
             middlewares = [self.guard.middleware, *middlewares]
+        self.reloader = Reloader(engine, self.guard, loader=loader, web_loader=web_loader)
         self._max_requests = max_requests
         self._active_scrapes = 0
-        self._reload_lock = asyncio.Lock()
-        self.reload_status = ReloadStatus(True, time.time())
-        self.reload_failure: ReloadFailure | None = None
         self._background: set[asyncio.Task[object]] = set()
         self._exporter_collector = ExporterCollector(lambda: self.reload_status)
         self._gc_pause = GcPause()
@@ -98,102 +84,19 @@ class Exporter:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
 
-    @property
-    def web_config(self) -> WebConfig | None:
-        """The web config in force (the guard's: reload replaces them together)."""
-        return self.guard.guard.config if self.guard is not None else None
-
     # -- reload ---------------------------------------------------------------------------
 
+    @property
+    def reload_status(self) -> ReloadStatus:
+        return self.reloader.status
+
+    @property
+    def reload_failure(self) -> ReloadFailure | None:
+        return self.reloader.failure
+
     async def reload(self) -> list[str]:
-        """Load the config (and web config) again; apply both only if both are valid.
-
-        Returns the problems (empty: success).
-        """
-        if self._loader is None and self._web_loader is None:
-            return []
-        async with self._reload_lock:
-            # Reading key and certificate files is blocking I/O: off the event loop.
-            config, web_config, problems = await asyncio.to_thread(self._load_both)
-            if not problems and web_config is not None:
-                problems = self._renew_certificate(web_config)
-            if problems:
-                return self._reload_failed(problems)
-            guard = None
-            if web_config is not None:
-                # A new guard makes its dummy bcrypt hash, as slow as a login: off the loop too.
-                guard = await asyncio.to_thread(self._next_guard, web_config)
-            if config is not None:
-                for warning in config.warnings:
-                    log.warning(warning)
-                self.engine.apply(config)
-            if guard is not None:
-                assert self.guard is not None
-                self.guard.replace(guard)
-            self.reload_status = ReloadStatus(True, time.time())
-            self.reload_failure = None
-            log.info("config reloaded", extra={"accounts": str(len(self.engine.config.accounts))})
-            return []
-
-    def _load_both(self) -> tuple[Config | None, WebConfig | None, list[str]]:
-        problems: list[str] = []
-        config: Config | None = None
-        web_config: WebConfig | None = None
-        config = _attempt(self._loader, problems)
-        web_config = _attempt(self._web_loader, problems)
-        old = self.web_config
-        if web_config is not None and old is not None and web_config.tls != old.tls:
-            problems.append(f"{web_config.source}: turning TLS on or off needs a restart")
-        return config, web_config, problems
-
-    def _renew_certificate(self, new: WebConfig) -> list[str]:
-        """Load the (possibly renewed) certificate into the live TLS context.
-
-        Listening sockets keep the context they were opened with, so this is how new
-        connections get a renewed certificate without a restart. The pair was just loaded
-        once while validating; this fails only if the files changed since.
-        """
-        old = self.web_config
-        if old is None or old.ssl_context is None or new.cert_paths is None:
-            return []
-        try:
-            old.ssl_context.load_cert_chain(*new.cert_paths)
-        except OSError as error:  # ssl.SSLError included
-            reason = ssl_error_reason(error, "not a PEM certificate and matching private key")
-            return [f"{new.source}: cannot load the new certificate and key: {reason}"]
-        return []
-
-    def _reload_failed(self, problems: list[str]) -> list[str]:
-        """Mark the reload failed and log why; the problems as the log shows them.
-
-        The answer to `POST /-/reload` goes to whoever may reload, perhaps through a proxy's
-        log: it is redacted like the log, not only the log line.
-        """
-        problems = [logs.redact(problem) for problem in problems]
-        self.reload_status = ReloadStatus(False, self.reload_status.last_success_timestamp)
-        self.reload_failure = ReloadFailure(time.time(), tuple(problems))
-        log.error(
-            "config reload failed; keeping the running config",
-            extra={"problems": "; ".join(problems)},
-        )
-        return problems
-
-    def _next_guard(self, new: WebConfig) -> Guard:
-        old = self.web_config
-        assert old is not None
-        before, after = old.settings.tls_server_config, new.settings.tls_server_config
-        applied_live = {"cert_file", "key_file", "client_allowed_sans"}
-        if (
-            before is not None
-            and after is not None
-            and (before.model_dump(exclude=applied_live) != after.model_dump(exclude=applied_live))
-        ):
-            log.warning(
-                "TLS settings other than the certificate and allowed SANs take effect at restart",
-                extra={"web_config": new.source},
-            )
-        # Listening sockets keep the context they opened with; the new pair is loaded into it.
-        return Guard(dataclasses.replace(new, ssl_context=old.ssl_context))
+        """Load the config (and web config) again (exporter.reload); the problems, if any."""
+        return await self.reloader.reload()
 
     async def reload_endpoint(self, request: web.Request) -> web.Response:
         problems = await self.reload()
@@ -250,24 +153,6 @@ class Exporter:
     async def landing(self, request: web.Request) -> web.Response:
         page = landing_page(self.engine, self.reload_status, self.reload_failure)
         return web.Response(text=page, content_type="text/html")
-
-
-def _attempt(load: Callable[[], T] | None, problems: list[str]) -> T | None:
-    """What `load` returns, or None with its problems added.
-
-    Anything else it raises is a failed reload too: the running config stays, and
-    `apibalance_config_last_reload_successful` says so (a bare 500 would leave it at 1).
-    """
-    if load is None:
-        return None
-    try:
-        return load()
-    except ConfigError as error:
-        problems.extend(error.lines)
-    except Exception as error:
-        log.exception("unexpected error loading a config file")
-        problems.append(f"cannot load the config: unexpected {type(error).__name__} (see the log)")
-    return None
 
 
 def scrape_timeout(request: web.Request) -> float | None:
