@@ -17,7 +17,7 @@ from aiohttp import web
 
 from exporter import __version__, logs, once
 from exporter.config import Config, load_config
-from exporter.configfile import ConfigError
+from exporter.configfile import ConfigError, attempt
 from exporter.connections import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -222,13 +222,16 @@ def check(args: argparse.Namespace) -> int:
 
 
 def _checked(load: Callable[[str], T], path: str) -> T | None:
-    """What `load` returns, or None after printing its problems."""
-    try:
-        return load(path)
-    except ConfigError as error:
-        for line in error.lines:
-            print(line, file=sys.stderr)
-        return None
+    """What `load` returns, or None after printing its problems.
+
+    The same path as a reload's: an unexpected exception is one line (and a logged
+    traceback), and the other file is still checked.
+    """
+    problems: list[str] = []
+    loaded = attempt(lambda: load(path), problems)
+    for line in problems:
+        print(line, file=sys.stderr)
+    return loaded
 
 
 async def collect_once_and_print(args: argparse.Namespace) -> int:

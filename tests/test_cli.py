@@ -15,7 +15,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from exporter import __version__
+from exporter import __version__, cli
+from exporter.config import Config
 from exporter.demo import SimAccount, Simulator, catalogue_accounts, delay, demo_accounts
 from exporter.providers import PROVIDERS
 from tests.helpers import account, accounts_in, free_port, samples, value, write_config
@@ -243,3 +244,22 @@ async def test_a_fifo_key_file_fails_the_reload_and_sigterm_still_stops(
         code, stderr = await running.stop()
     assert code == 0
     assert "is a FIFO, not a regular file" in stderr
+
+
+def test_config_check_turns_an_unexpected_error_into_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As a reload does: no traceback on the terminal, and the web config is still checked."""
+
+    def broken_loader(path: str) -> Config:
+        raise RuntimeError(f"a bug reading {path}")
+
+    monkeypatch.setattr(cli, "load_config", broken_loader)
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prometheus: plaintext-password\n")
+    status = cli.check(cli.parse_args(["--config.check", "--web.config.file", str(web)]))
+    assert status == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "cannot load the config: unexpected RuntimeError (see the log)"
+    assert lines[1].startswith(f"{web}:2: basic_auth_users.prometheus: not a bcrypt hash")
+    assert len(lines) == 2
