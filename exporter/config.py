@@ -387,24 +387,9 @@ def _key_in_url(key: SecretStr, url: str) -> bool:
     return secret in url or secret in urllib.parse.unquote(url)
 
 
-# The services' own names, as someone may write them for `provider`.
-SERVICE_NAMES = {
-    "Anti-Captcha": "anticaptcha",
-    "AntiCaptcha.com": "anticaptcha",
-    "DataLabs": "datalabs",
-    "VastCap": "vastcap",
-    "DeCaptcha": "decaptcha",
-    "Ocean.io": "ocean",
-    "2Captcha": "twocaptcha",
-    "2Captcha.com": "twocaptcha",
-    "CapSolver": "capsolver",
-    "CapMonster Cloud": "capmonster",
-    "CapMonster.cloud": "capmonster",
-}
-
-
 def _service_names() -> dict[str, str]:
-    return {name: type_name for name, type_name in SERVICE_NAMES.items() if type_name in PROVIDERS}
+    """The services' own names, as someone may write them for `provider`, with their types."""
+    return {name: type_name for type_name, cls in PROVIDERS.items() for name in cls.service_names}
 
 
 def _keys_of_other_providers(type_name: str) -> dict[str, list[str]]:

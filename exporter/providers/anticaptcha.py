@@ -94,6 +94,7 @@ def summarise_spending(queue: str, records: object, now: float) -> Spend:
 
 class AntiCaptcha(AntigateProvider):
     type_name = "anticaptcha"
+    service_names = ("Anti-Captcha", "AntiCaptcha.com")
     default_base_url = "https://api.anti-captcha.com"
     settings_model = AntiCaptchaSettings
     min_interval = 30.0

@@ -28,6 +28,8 @@ class Provider(ABC):
     """
 
     type_name: ClassVar[str]
+    # The service's own names, as someone may write them for `provider` ("did you mean").
+    service_names: ClassVar[tuple[str, ...]] = ()
     default_base_url: ClassVar[str | None] = None
     settings_model: ClassVar[type[AccountSettings]] = AccountSettings
     # Whatever cache_ttl says, the upstream is not asked more often than this (seconds);

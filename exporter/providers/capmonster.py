@@ -16,5 +16,6 @@ from exporter.providers.antigate import AntigateProvider
 
 class CapMonster(AntigateProvider):
     type_name = "capmonster"
+    service_names = ("CapMonster Cloud", "CapMonster.cloud")
     default_base_url = "https://api.capmonster.cloud"
     temporary_blocks = MappingProxyType({"ERROR_IP_BANNED": 10 * 60.0})

@@ -42,6 +42,7 @@ def package_calls_left(packages: object, now: float) -> float:
 
 class CapSolver(AntigateProvider):
     type_name = "capsolver"
+    service_names = ("CapSolver",)
     default_base_url = "https://api.capsolver.com"
     temporary_blocks = MappingProxyType(
         {"ERROR_KEY_TEMP_BLOCKED": 5 * 60.0, "ERROR_IP_BANNED": 10 * 60.0}

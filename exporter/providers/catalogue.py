@@ -180,6 +180,7 @@ def provider_for(type_name: str, entry: Entry) -> type[CatalogueProvider]:
         {
             "__module__": __name__,
             "type_name": type_name,
+            "service_names": (entry.service,),
             "default_base_url": entry.base_url,
             "settings_model": settings_model,
             "min_interval": entry.min_interval,

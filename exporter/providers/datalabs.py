@@ -8,4 +8,5 @@ from exporter.providers.antigate import AntigateProvider
 
 class DataLabs(AntigateProvider):
     type_name = "datalabs"
+    service_names = ("DataLabs",)
     default_base_url = "https://captcha.datalabs.net"

@@ -18,6 +18,7 @@ from exporter.upstream import AccountHttp
 
 class DeCaptcha(Provider):
     type_name = "decaptcha"
+    service_names = ("DeCaptcha",)
     default_base_url = None
 
     async def fetch(self, http: AccountHttp) -> Reading:

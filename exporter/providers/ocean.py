@@ -56,6 +56,7 @@ DOCUMENTED_ERRORS = {
 
 class Ocean(Provider):
     type_name = "ocean"
+    service_names = ("Ocean.io",)
     default_base_url = "https://api.ocean.io"
     default_cache_ttl_floor = 15 * 60.0
 

@@ -8,4 +8,5 @@ from exporter.providers.antigate import AntigateProvider
 
 class TwoCaptcha(AntigateProvider):
     type_name = "twocaptcha"
+    service_names = ("2Captcha", "2Captcha.com")
     default_base_url = "https://api.2captcha.com"

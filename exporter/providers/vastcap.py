@@ -17,6 +17,7 @@ from exporter.upstream import AccountHttp
 
 class VastCap(Provider):
     type_name = "vastcap"
+    service_names = ("VastCap",)
     default_base_url = "https://captcha.vast.sh/api/solver"
 
     async def fetch(self, http: AccountHttp) -> Reading:
