@@ -3,10 +3,14 @@
     make bench                      # the full run (a few minutes on 2 cores)
     make bench ARGS=--quick         # 10 accounts, a few scrapes: the CI smoke run
 
-A fake provider runs in a separate process on loopback: a small asyncio HTTP/1.1 server that
-speaks the anti-captcha protocol (POST /getBalance {"clientKey"}, answer {"errorId": 0,
-"balance": ...}) after a set latency, and counts the TCP connections it accepts. The latency
-is part of the path (`/lat200/getBalance`), so one server plays every latency. The exporter
+A fake provider runs in a separate process on loopback, so that it does not share the
+exporter's CPU: the demo's anti-captcha family (`exporter.demo.antigate`: its accounts, keys
+and answers, as the tests and `--demo` see them) behind a lean asyncio HTTP/1.1 transport that
+answers after a set latency and counts the TCP connections it accepts. The latency is part of
+the path (`/lat200/datalabs/getBalance`), so one server plays every latency. The transport is
+not the demo's aiohttp server because that costs about 0.15 ms of CPU per request against
+0.05 ms here: at 1000 accounts the fake's own queue would add some 100 ms to a 200 ms
+upstream and be counted against the exporter. The exporter
 runs as its own process (`python -m exporter`) on a generated config of N accounts pointing
 at it, and is scraped over HTTP the way Prometheus scrapes it (same Accept and
 Accept-Encoding headers). Exporter CPU comes from /proc/<pid>/task/*/schedstat (nanoseconds,
@@ -42,10 +46,14 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
+
+from exporter.demo.antigate import CONTENT_TYPE, balance_answer
+from exporter.demo.server import FakeServer, SimAccount
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MAX_CONCURRENCY = 64  # exporter.settings.GlobalSettings.max_concurrency
@@ -79,7 +87,8 @@ GOAL_RSS_MIB = 100.0
 class UpstreamProtocol(asyncio.Protocol):
     """One connection to the fake provider: HTTP/1.1 with keep-alive, answers after a delay."""
 
-    def __init__(self, connections: Any, requests: Any) -> None:
+    def __init__(self, demo: FakeServer, connections: Any, requests: Any) -> None:
+        self._demo = demo
         self._connections = connections
         self._requests = requests
         self._buffer = b""
@@ -116,43 +125,50 @@ class UpstreamProtocol(asyncio.Protocol):
             self._answer(method, target, body, close)
 
     def _answer(self, method: str, target: str, body: bytes, close: bool) -> None:
-        # /lat{ms}/getBalance
-        prefix, _, rest = target.lstrip("/").partition("/")
-        if method != "POST" or rest != "getBalance" or not prefix.startswith("lat"):
-            self._loop.call_soon(self._send, 404, b'{"error": "not found"}', close)
+        # /lat{ms}/{provider}/getBalance
+        prefix, provider, rest = [*target.lstrip("/").split("/", 2), "", ""][:3]
+        if (
+            method != "POST"
+            or rest != "getBalance"
+            or not prefix.startswith("lat")
+            or provider not in PROVIDERS
+        ):
+            self._loop.call_soon(self._send, 404, b'{"error": "not found"}', "", close)
             return
         try:
             key = json.loads(body).get("clientKey", "")
         except (ValueError, AttributeError):
             key = ""
-        payload: dict[str, object] = {"errorId": 0, "balance": BALANCE}
-        if not (isinstance(key, str) and key.startswith("bench-")):
-            payload = {"errorId": 1, "errorCode": "ERROR_KEY_DOES_NOT_EXIST"}
+        status, payload = balance_answer(self._demo, provider, key if isinstance(key, str) else "")
         latency = int(prefix[3:]) / 1000
-        self._loop.call_later(latency, self._send, 200, json.dumps(payload).encode(), close)
+        answer = json.dumps(payload).encode()
+        self._loop.call_later(latency, self._send, status, answer, CONTENT_TYPE[provider], close)
 
-    def _send(self, status: int, body: bytes, close: bool) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, close: bool) -> None:
         transport = self._transport
         if transport is None:
             return
-        reason = "OK" if status == 200 else "Not Found"
+        reason = HTTPStatus(status).phrase
         connection = "Connection: close\r\n" if close else ""
         head = (
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{connection}\r\n"
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type or 'application/json'}"
+            f"\r\nContent-Length: {len(body)}\r\n{connection}\r\n"
         )
         transport.write(head.encode() + body)
         if close:
             transport.close()
 
 
-def serve_upstream(ready: Connection, connections: Any, requests: Any) -> None:
+def serve_upstream(ready: Connection, accounts: int, connections: Any, requests: Any) -> None:
     """The fake provider's process: serve until terminated."""
+    demo = FakeServer()
+    for provider, key in bench_accounts(accounts):
+        demo.add(provider, SimAccount(key, balance=BALANCE))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: UpstreamProtocol(connections, requests), "127.0.0.1", 0, backlog=4096
+            lambda: UpstreamProtocol(demo, connections, requests), "127.0.0.1", 0, backlog=4096
         )
         ready.send(server.sockets[0].getsockname()[1])
         await asyncio.Event().wait()
@@ -162,14 +178,14 @@ def serve_upstream(ready: Connection, connections: Any, requests: Any) -> None:
 
 
 class FakeUpstream:
-    def __init__(self) -> None:
+    def __init__(self, accounts: int) -> None:
         context = multiprocessing.get_context("spawn")
         self._connections: Synchronized[int] = context.Value("q", 0)
         self._requests: Synchronized[int] = context.Value("q", 0)
         parent, child = context.Pipe()
         self._process = context.Process(
             target=serve_upstream,
-            args=(child, self._connections, self._requests),
+            args=(child, accounts, self._connections, self._requests),
             daemon=True,
             name="fake-upstream",
         )
@@ -178,8 +194,8 @@ class FakeUpstream:
             raise RuntimeError("the fake upstream did not start")
         self.url = f"http://127.0.0.1:{parent.recv()}"
 
-    def base_url(self, latency_ms: int) -> str:
-        return f"{self.url}/lat{latency_ms}"
+    def base_url(self, latency_ms: int, provider: str) -> str:
+        return f"{self.url}/lat{latency_ms}/{provider}"
 
     @property
     def connections(self) -> int:
@@ -204,12 +220,18 @@ def free_port() -> int:
         return port
 
 
-def account_keys(accounts: int) -> list[str]:
-    return [f"bench-key-{i:05d}" for i in range(accounts)]
+def bench_accounts(accounts: int) -> list[tuple[str, str]]:
+    """(provider, key) of each account."""
+    return [(PROVIDERS[i % len(PROVIDERS)], f"bench-key-{i:05d}") for i in range(accounts)]
 
 
 def write_config(
-    directory: Path, base_url: str, accounts: int, cache_ttl: str, max_concurrency: int | None
+    directory: Path,
+    upstream: FakeUpstream,
+    accounts: int,
+    latency_ms: int,
+    cache_ttl: str,
+    max_concurrency: int | None,
 ) -> Path:
     settings: dict[str, Any] = {"timeout": "30s", "cache_ttl": cache_ttl}
     if max_concurrency is not None:
@@ -217,12 +239,12 @@ def write_config(
     lines = ["global:"]
     lines += [f"  {name}: {value}" for name, value in settings.items()]
     lines.append("accounts:")
-    for i, key in enumerate(account_keys(accounts)):
+    for i, (provider, key) in enumerate(bench_accounts(accounts)):
         lines += [
             f"  - name: acct-{i:05d}",
-            f"    provider: {PROVIDERS[i % len(PROVIDERS)]}",
+            f"    provider: {provider}",
             f"    api_key: {key}",
-            f"    base_url: {base_url}",
+            f"    base_url: {upstream.base_url(latency_ms, provider)}",
         ]
     path = directory / f"bench-{accounts}-{cache_ttl}-{max_concurrency}.yml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -480,7 +502,7 @@ def measure_uncached(
     scrapes: int | None,
     budget_seconds: float,
 ) -> Uncached:
-    config = write_config(workdir, upstream.base_url(latency_ms), accounts, "0s", max_concurrency)
+    config = write_config(workdir, upstream, accounts, latency_ms, "0s", max_concurrency)
     concurrency = max_concurrency or DEFAULT_MAX_CONCURRENCY
     rounds = math.ceil(accounts / concurrency)
     count = scrape_count(scrapes, rounds * latency_ms / 1000 + 0.01, budget_seconds)
@@ -517,7 +539,7 @@ def measure_cached(
     scrapers: int,
     duration: float,
 ) -> Cached:
-    config = write_config(workdir, upstream.base_url(50), accounts, "1h", accounts)
+    config = write_config(workdir, upstream, accounts, 50, "1h", accounts)
     with running_exporter(config) as exporter:
         scraper = Scraper(exporter.port)
         for _ in range(3):
@@ -570,13 +592,13 @@ def concurrent_scrapes(port: int, accounts: int, scrapers: int, duration: float)
     return sum(done) / elapsed
 
 
-def by_hand(base_url: str, keys: Sequence[str]) -> float:
+def by_hand(upstream: FakeUpstream, latency_ms: int, accounts: Sequence[tuple[str, str]]) -> float:
     """Seconds for the loop a user would write: one request after another, a new connection
     each, as in the providers' examples (`requests.post(url, json=...)` without a session)."""
     started = time.perf_counter()
-    for key in keys:
+    for provider, key in accounts:
         request = urllib.request.Request(  # noqa: S310 - a loopback URL built here
-            base_url + "/getBalance",
+            upstream.base_url(latency_ms, provider) + "/getBalance",
             data=json.dumps({"clientKey": key}).encode(),
             headers={"Content-Type": "application/json"},
         )
@@ -829,7 +851,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> Results:
     latencies = [int(n) for n in args.latencies.split(",")]
     results = Results()
     results.reference_ms.append(reference_ms())
-    upstream = FakeUpstream()
+    upstream = FakeUpstream(max(counts))
     try:
         with tempfile.TemporaryDirectory(prefix="apibalance-bench-") as tmp:
             workdir = Path(tmp)
@@ -854,10 +876,10 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> Results:
                         )
                         if concurrency is not None:
                             progress(f"by hand: {accounts} accounts, {latency} ms")
-                            keys = account_keys(min(accounts, args.by_hand_max))
-                            seconds = by_hand(upstream.base_url(latency), keys)
-                            result.by_hand_seconds = seconds * accounts / len(keys)
-                            result.by_hand_estimated = len(keys) < accounts
+                            asked = bench_accounts(min(accounts, args.by_hand_max))
+                            seconds = by_hand(upstream, latency, asked)
+                            result.by_hand_seconds = seconds * accounts / len(asked)
+                            result.by_hand_estimated = len(asked) < accounts
                         results.uncached.append(result)
             cached_accounts = max(counts)
             progress(f"cached: {cached_accounts} accounts")

@@ -46,18 +46,8 @@ class AntigateFake:
         override = await self.server.seen(request, provider, key)
         if override is not None:
             return override
-        account = self.server.account(provider, key)
-        if account is None:
-            if provider == "capsolver":
-                return _capsolver_bad_key()
-            return _bad_key(status=200, content_type=CONTENT_TYPE[provider])
-        body: dict[str, Any] = {"errorId": 0, "balance": self.server.balance_of(account)}
-        extra = account if isinstance(account, AntigateAccount) else AntigateAccount(key)
-        if provider == "anticaptcha" and extra.captcha_credits is not None:
-            body["captchaCredits"] = extra.captcha_credits
-        if provider == "capsolver":
-            body["packages"] = extra.packages or []
-        return web.json_response(body, content_type=CONTENT_TYPE[provider])
+        status, body = balance_answer(self.server, provider, key)
+        return web.json_response(body, status=status, content_type=CONTENT_TYPE[provider])
 
     async def spending_stats(self, request: web.Request) -> web.StreamResponse:
         key = await client_key(request)
@@ -66,7 +56,7 @@ class AntigateFake:
             return override
         account = self.server.account("anticaptcha", key)
         if account is None:
-            return _bad_key(status=200)
+            return web.json_response(BAD_KEY)
         payload = json.loads(await request.read())
         queue = payload.get("queue") if isinstance(payload, dict) else None
         return web.json_response({"errorId": 0, "data": self.spending_of(account, queue)})
@@ -97,29 +87,33 @@ class AntigateFake:
         return records
 
 
-def _bad_key(status: int, content_type: str = "application/json") -> web.Response:
-    return web.json_response(
-        {
-            "errorId": 1,
-            "errorCode": "ERROR_KEY_DOES_NOT_EXIST",
-            "errorDescription": "Account authorization key not found in the system",
-        },
-        status=status,
-        content_type=content_type,
-    )
+def balance_answer(server: FakeServer, provider: str, key: str) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body `getBalance` answers this key (sent as `CONTENT_TYPE`)."""
+    account = server.account(provider, key)
+    if account is None:
+        if provider == "capsolver":
+            # CapSolver: 401 for a key it does not know, 400 for every other error
+            # (https://docs.capsolver.com/en/guide/api-error/).
+            return 401, {
+                "errorId": 1,
+                "errorCode": "ERROR_KEY_DENIED_ACCESS",
+                "errorDescription": "Wrong account key",
+            }
+        return 200, BAD_KEY
+    body: dict[str, Any] = {"errorId": 0, "balance": server.balance_of(account)}
+    extra = account if isinstance(account, AntigateAccount) else AntigateAccount(key)
+    if provider == "anticaptcha" and extra.captcha_credits is not None:
+        body["captchaCredits"] = extra.captcha_credits
+    if provider == "capsolver":
+        body["packages"] = extra.packages or []
+    return 200, body
 
 
-def _capsolver_bad_key() -> web.Response:
-    # CapSolver: 401 for a key it does not know, 400 for every other error
-    # (https://docs.capsolver.com/en/guide/api-error/).
-    return web.json_response(
-        {
-            "errorId": 1,
-            "errorCode": "ERROR_KEY_DENIED_ACCESS",
-            "errorDescription": "Wrong account key",
-        },
-        status=401,
-    )
+BAD_KEY = {
+    "errorId": 1,
+    "errorCode": "ERROR_KEY_DOES_NOT_EXIST",
+    "errorDescription": "Account authorization key not found in the system",
+}
 
 
 def capsolver_error(code: str, description: str, status: int = 400) -> Fault:

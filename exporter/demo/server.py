@@ -19,7 +19,6 @@ import json
 import math
 import random
 import time
-import weakref
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -124,9 +123,6 @@ class FakeServer:
         self.requests: deque[SeenRequest] = deque(maxlen=MAX_REMEMBERED_REQUESTS)
         self.in_flight = 0
         self.peak_in_flight = 0
-        # Connections seen so far, counted by their transport (a keep-alive client reuses one).
-        self.connections = 0
-        self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
         self.app = web.Application(client_max_size=1 << 20, middlewares=[self._count_in_flight])
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -152,7 +148,7 @@ class FakeServer:
             self.app, access_log=None, handle_signals=False, shutdown_timeout=0.25
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, backlog=4096)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         server = site._server
         assert server is not None
@@ -211,10 +207,6 @@ class FakeServer:
 
     @web.middleware
     async def _count_in_flight(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        transport = request.transport
-        if transport is not None and transport not in self._transports:
-            self._transports.add(transport)
-            self.connections += 1
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
