@@ -63,7 +63,8 @@ def served(answer: dict[str, Any]) -> Fault:
 
 
 def test_there_are_entries_beyond_the_built_ins() -> None:
-    assert len(ENTRIES) >= 10
+    assert len(ENTRIES) >= 28
+    assert len({entry_class(name).entry.family for name in ENTRIES}) >= 6
     assert not set(ENTRIES) & set(BUILT_IN)
     assert set(entry_files()) == set(ENTRIES)
 
@@ -181,6 +182,46 @@ accounts:
     assert "cfg.yml:5: accounts[0].request: unknown key" in joined
     assert "accounts[1]: secrets.account_sid is required for twilio" in joined
     assert "accounts[2]: serpapi takes no secret account_sid" in joined
+
+
+def test_a_service_with_one_currency_takes_no_other() -> None:
+    text = """\
+accounts:
+  - name: eu
+    provider: vonage
+    api_key: k-0123456789
+    secrets: {account_key: {value: abc123}}
+    currency: USD
+  - name: ru
+    provider: smsactivate
+    api_key: k-0123456789
+    low_balance_usd: 5
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="cfg.yml")
+    joined = "\n".join(caught.value.lines)
+    assert "this provider's API reports money in EUR" in joined
+    assert "low_balance_usd is for accounts in USD; it is in RUB" in joined
+
+
+async def test_the_currency_an_answer_names_must_be_the_accounts(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    answer = {
+        "status": 200,
+        "json": {"account_sid": "AC1", "balance": "7.50", "currency": "EUR"},
+    }
+    accounts = [
+        {**account_of("twilio", simulator, low_balance=5), "name": "any-currency"},
+        {**account_of("twilio", simulator, currency="USD"), "name": "usd-only"},
+    ]
+    simulator.add("catalogue/twilio", SimAccount(KEY).then(served(answer)).then(served(answer)))
+    config = build_config({"accounts": accounts}, source="test")
+    snapshots = {s.account.name: s for s in await Engine(config, upstream).collect()}
+    reading = snapshots["any-currency"].outcome.reading
+    assert reading is not None
+    assert (reading.balance, reading.currency) == (7.5, "EUR")
+    assert snapshots["usd-only"].outcome.reason is Reason.INVALID_RESPONSE
 
 
 async def test_the_requests_as_the_services_document_them(
