@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 import yaml
-from pydantic import Field, JsonValue, SecretStr, ValidationError, model_validator
+from pydantic import Field, JsonValue, ValidationError, model_validator
 
 from exporter.providers.http_json import HttpJson, HttpJsonSettings
 from exporter.settings import (
@@ -145,18 +145,10 @@ class CatalogueProvider(HttpJson):
     settings_model: ClassVar[type[AccountSettings]] = CatalogueSettings
     url_setting: ClassVar[tuple[str, ...]] = ("base_url",)
 
-    def __init__(
-        self,
-        settings: AccountSettings,
-        api_key: SecretStr,
-        secrets: Mapping[str, SecretStr] | None = None,
-    ) -> None:
-        super().__init__(self.entry.definition(settings.base_url), api_key, secrets)
-        self.settings = settings
-
     @classmethod
-    def upstream_url(cls, settings: AccountSettings) -> str | None:
-        return cls.entry.definition(settings.base_url).request.url
+    def definition_of(cls, settings: AccountSettings) -> HttpJsonSettings:
+        """The entry's definition, asking the account's `base_url` if it sets one."""
+        return cls.entry.definition(settings.base_url)
 
     @classmethod
     def secret_sources(cls, settings: AccountSettings) -> Mapping[str, SecretSource]:

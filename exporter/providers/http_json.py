@@ -602,9 +602,9 @@ class HttpJson(Provider):
         secrets: Mapping[str, SecretStr] | None = None,
     ) -> None:
         super().__init__(settings, api_key, secrets)
-        assert isinstance(settings, HttpJsonSettings)
-        self.config = settings
-        values = settings.values
+        config = self.definition_of(settings)
+        self.config = config
+        values = config.values
         self._scalars = [
             (name, compile_expression(text), minimum)
             for name, text, minimum in (
@@ -619,13 +619,13 @@ class HttpJson(Provider):
             (credit.credit_type, credit.pool, compile_expression(credit.path))
             for credit in values.credits
         ]
-        self._error = None if settings.error is None else compile_expression(settings.error)
+        self._error = None if config.error is None else compile_expression(config.error)
         self._currency = None if values.currency is None else compile_expression(values.currency)
-        self._configured_currency = settings.known_currency()
-        self._reasons = settings.error_reasons or ErrorReasons()
-        response = settings.response
+        self._configured_currency = config.known_currency()
+        self._reasons = config.error_reasons or ErrorReasons()
+        response = config.response
         self._pattern = None if response.pattern is None else re.compile(response.pattern)
-        login = settings.login
+        login = config.login
         self._token_expression = None if login is None else compile_expression(login.token)
         self._expires_in = (
             None
@@ -636,9 +636,14 @@ class HttpJson(Provider):
         self._token_expires = 0.0
 
     @classmethod
-    def upstream_url(cls, settings: AccountSettings) -> str | None:
+    def definition_of(cls, settings: AccountSettings) -> HttpJsonSettings:
+        """How an account is asked and read: an http_json account's own settings."""
         assert isinstance(settings, HttpJsonSettings)
-        return settings.request.url
+        return settings
+
+    @classmethod
+    def upstream_url(cls, settings: AccountSettings) -> str | None:
+        return cls.definition_of(settings).request.url
 
     @classmethod
     def secret_sources(cls, settings: AccountSettings) -> Mapping[str, SecretSource]:
