@@ -6,7 +6,9 @@ The file is read and its problems worded by `exporter.configfile`; the keys each
 are the pydantic models of `exporter.settings` and the providers.
 
 Secrets are read here (from `api_key_file`, `api_key_env` or `api_key`), checked, and kept in
-`SecretStr`, so they print as `**********` wherever an account object ends up.
+`SecretStr`, so they print as `**********` wherever an account object ends up. Reading them
+registers nothing: the engine that applies a config registers its secrets with the log
+redactor (`Config.secret_values`).
 """
 
 from __future__ import annotations
