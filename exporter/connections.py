@@ -123,9 +123,7 @@ class Connection(web.RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._limited.forget(self)
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
+        self._cancel_head_deadline()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -140,10 +138,13 @@ class Connection(web.RequestHandler):
                     # cycle, left for the garbage collector. A flood of bad requests would
                     # pile up hundreds of megabytes of them between collections.
                     error.__traceback__ = None
-            if self._head_deadline is not None:
-                self._head_deadline.cancel()
-                self._head_deadline = None
+            self._cancel_head_deadline()
             self._limited.busy(self)
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
 
     async def _handle_request(self, *args: Any, **kwargs: Any) -> Any:
         try:
