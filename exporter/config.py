@@ -17,7 +17,7 @@ import os
 import stat
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
@@ -45,7 +45,8 @@ KEY_SOURCES = frozenset({"api_key_file", "api_key_env", "api_key"})
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """A configured account, resolved: its provider object, key and effective settings."""
+    """A configured account, resolved: its provider object (which holds its key and secrets)
+    and effective settings."""
 
     name: str
     provider: Provider
@@ -54,16 +55,22 @@ class Account:
     cache_ttl: float
     low_balance_usd: float | None
     settings: AccountSettings
-    api_key: SecretStr = field(repr=False)
     # None when each answer says which currency the money is in.
     currency: str | None = USD
     # In the account's currency (for a USD account, low_balance_usd).
     low_balance: float | None = None
-    secrets: Mapping[str, SecretStr] = field(default_factory=dict, repr=False)
 
     @property
     def provider_type(self) -> str:
         return self.provider.type_name
+
+    @property
+    def api_key(self) -> SecretStr:
+        return SecretStr(self.provider.api_key)
+
+    @property
+    def secrets(self) -> dict[str, SecretStr]:
+        return {name: SecretStr(value) for name, value in self.provider.secrets.items()}
 
     def same_upstream(self, other: Account) -> bool:
         """Asks the same upstream the same way (so a reload may keep its cache and counters).
@@ -75,15 +82,11 @@ class Account:
         return (
             self.provider_type == other.provider_type
             and self.base_url == other.base_url
-            and self.api_key.get_secret_value() == other.api_key.get_secret_value()
-            and _revealed(self.secrets) == _revealed(other.secrets)
+            and self.provider.api_key == other.provider.api_key
+            and self.provider.secrets == other.provider.secrets
             and self.settings.model_dump(exclude=ignored)
             == other.settings.model_dump(exclude=ignored)
         )
-
-
-def _revealed(secrets: Mapping[str, SecretStr]) -> dict[str, str]:
-    return {name: value.get_secret_value() for name, value in secrets.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +109,9 @@ class Config:
     def secret_values(self) -> list[str]:
         """Every account's key and named secrets, revealed: for the log redactor only."""
         return [
-            secret.get_secret_value()
+            secret
             for account in self.accounts
-            for secret in (account.api_key, *account.secrets.values())
+            for secret in (account.provider.api_key, *account.provider.secrets.values())
         ]
 
 
@@ -314,8 +317,6 @@ def _account(
         settings=settings,
         currency=settings.known_currency(),
         low_balance=settings.threshold,
-        api_key=key,
-        secrets=secrets,
     )
     return account, []
 

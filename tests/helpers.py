@@ -232,8 +232,10 @@ class Gated(Provider):
 
     type_name = "gated"
 
-    def __init__(self, settings: AccountSettings, balance: float = 1.0) -> None:
-        super().__init__(settings, SecretStr("gated"))
+    def __init__(
+        self, settings: AccountSettings, balance: float = 1.0, api_key: str = "gated"
+    ) -> None:
+        super().__init__(settings, SecretStr(api_key))
         self.gate = asyncio.Event()
         self.calls = 0
         self.balance = balance
@@ -253,7 +255,7 @@ def gated_config(*names: str, **settings: Any) -> tuple[Config, list[Gated]]:
         ]
     }
     config = build_config(data, source="test")
-    providers = [Gated(a.provider.settings) for a in config.accounts]
+    providers = [Gated(a.provider.settings, api_key=a.provider.api_key) for a in config.accounts]
     accounts = tuple(
         dataclasses.replace(a, provider=p) for a, p in zip(config.accounts, providers, strict=True)
     )
