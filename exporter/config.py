@@ -53,16 +53,19 @@ class Account:
     base_url: str
     timeout: float
     cache_ttl: float
-    low_balance_usd: float | None
     settings: AccountSettings
     # None when each answer says which currency the money is in.
     currency: str | None = USD
-    # In the account's currency (for a USD account, low_balance_usd).
+    # In the account's currency.
     low_balance: float | None = None
 
     @property
     def provider_type(self) -> str:
         return self.provider.type_name
+
+    @property
+    def low_balance_usd(self) -> float | None:
+        return self.low_balance if self.currency == USD else None
 
     @property
     def api_key(self) -> SecretStr:
@@ -313,7 +316,6 @@ def _account(
             if settings.cache_ttl is not None
             else max(global_settings.cache_ttl, provider_cls.default_cache_ttl_floor)
         ),
-        low_balance_usd=settings.threshold if settings.known_currency() == USD else None,
         settings=settings,
         currency=settings.known_currency(),
         low_balance=settings.threshold,

@@ -219,8 +219,8 @@ Series = tuple[Family, tuple[str, ...], float]
 
 
 def threshold_in_currency_of(snapshot: Snapshot) -> tuple[float, str] | None:
-    """The `low_balance` of an account not known in advance to be in USD, and its currency
-    (configured, or said by its answers; not known before the first one)."""
+    """The account's `low_balance` and its currency (configured, or said by its answers; not
+    known before the first one)."""
     account = snapshot.account
     currency = account.currency or snapshot.currency
     if account.low_balance is None or currency is None:
@@ -231,7 +231,6 @@ def threshold_in_currency_of(snapshot: Snapshot) -> tuple[float, str] | None:
 def account_series(snapshot: Snapshot) -> Iterator[Series]:
     """Every series one scrape shows of one account: the one description both renderers of
     `AccountCollector` follow."""
-    account = snapshot.account
     outcome = snapshot.outcome
     reading = outcome.reading
     yield UP, (), 1.0 if outcome.error is None else 0.0
@@ -252,9 +251,7 @@ def account_series(snapshot: Snapshot) -> Iterator[Series]:
             yield HOURLY_TASKS, queue, spend.hourly_tasks
             yield DAILY_SPEND, queue, spend.daily_spend_usd
             yield DAILY_TASKS, queue, spend.daily_tasks
-    if account.low_balance_usd is not None:
-        yield THRESHOLD, (), account.low_balance_usd
-    elif (low := threshold_in_currency_of(snapshot)) is not None:
+    if (low := threshold_in_currency_of(snapshot)) is not None:
         amount, currency = low
         if currency == USD:
             yield THRESHOLD, (), amount
