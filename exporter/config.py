@@ -67,6 +67,14 @@ class Account:
     def low_balance_usd(self) -> float | None:
         return self.low_balance if self.currency == USD else None
 
+    def low_balance_in(self, answer_currency: str | None) -> tuple[float, str] | None:
+        """`low_balance` and its currency: the configured one, else the one the answers name
+        (so none before the first answer of such an account)."""
+        currency = self.currency or answer_currency
+        if self.low_balance is None or currency is None:
+            return None
+        return self.low_balance, currency
+
     @property
     def api_key(self) -> SecretStr:
         return SecretStr(self.provider.api_key)

@@ -79,8 +79,9 @@ def _balance(reading: Reading, account: Account) -> str:
         return ""
     amount, currency = money_left
     text = _text(money(amount, currency))
-    # low_balance is in the account's currency; with none configured, in the answer's.
-    low_below = account.low_balance if account.currency in (None, currency) else None
+    low = account.low_balance_in(currency)
+    # A threshold in another currency than the answer's says nothing about this amount.
+    low_below = low[0] if low is not None and low[1] == currency else None
     if low_below is not None and amount < low_below:
         return f'<span class="low">{text} (low: below {_text(money(low_below, currency))})</span>'
     return text

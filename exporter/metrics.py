@@ -218,16 +218,6 @@ _REASON_LABELS = tuple((reason, (reason.value,)) for reason in Reason)
 Series = tuple[Family, tuple[str, ...], float]
 
 
-def threshold_in_currency_of(snapshot: Snapshot) -> tuple[float, str] | None:
-    """The account's `low_balance` and its currency (configured, or said by its answers; not
-    known before the first one)."""
-    account = snapshot.account
-    currency = account.currency or snapshot.currency
-    if account.low_balance is None or currency is None:
-        return None
-    return account.low_balance, currency
-
-
 def account_series(snapshot: Snapshot) -> Iterator[Series]:
     """Every series one scrape shows of one account: the one description both renderers of
     `AccountCollector` follow."""
@@ -251,7 +241,7 @@ def account_series(snapshot: Snapshot) -> Iterator[Series]:
             yield HOURLY_TASKS, queue, spend.hourly_tasks
             yield DAILY_SPEND, queue, spend.daily_spend_usd
             yield DAILY_TASKS, queue, spend.daily_tasks
-    if (low := threshold_in_currency_of(snapshot)) is not None:
+    if (low := snapshot.account.low_balance_in(snapshot.currency)) is not None:
         amount, currency = low
         if currency == USD:
             yield THRESHOLD, (), amount
