@@ -7,8 +7,9 @@ file, picks the model by `provider`, and turns every problem into one located `C
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, ClassVar, Self, TypeVar
+from typing import Annotated, ClassVar, Protocol, Self, TypeVar, runtime_checkable
 
 from pydantic import (
     AfterValidator,
@@ -150,6 +151,14 @@ class SecretSource(Strict):
     @model_validator(mode="after")
     def _one_source(self) -> Self:
         return exactly_one(self, ("file", "env", "value"))
+
+
+@runtime_checkable
+class NamesSecrets(Protocol):
+    """Settings of a type whose accounts name secrets besides their key (`secrets:`)."""
+
+    @property
+    def secrets(self) -> Mapping[str, SecretSource]: ...
 
 
 class GlobalSettings(Strict):

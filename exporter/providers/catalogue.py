@@ -150,11 +150,6 @@ class CatalogueProvider(HttpJson):
         """The entry's definition, asking the account's `base_url` if it sets one."""
         return cls.entry.definition(settings.base_url)
 
-    @classmethod
-    def secret_sources(cls, settings: AccountSettings) -> Mapping[str, SecretSource]:
-        assert isinstance(settings, CatalogueSettings)
-        return settings.secrets
-
 
 def provider_for(type_name: str, entry: Entry) -> type[CatalogueProvider]:
     settings_model = type(

@@ -76,6 +76,7 @@ from exporter.settings import (
     USD,
     AccountSettings,
     LabelValue,
+    NamesSecrets,
     PositiveDuration,
     SecretName,
     SecretSource,
@@ -647,7 +648,7 @@ class HttpJson(Provider):
 
     @classmethod
     def secret_sources(cls, settings: AccountSettings) -> Mapping[str, SecretSource]:
-        assert isinstance(settings, HttpJsonSettings)
+        assert isinstance(settings, NamesSecrets)
         return settings.secrets
 
     def placeholder_values(self) -> dict[str, str]:
