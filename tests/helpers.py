@@ -125,7 +125,8 @@ def free_port() -> int:
         return port
 
 
-# Helpers that run an external tool or something slow (a real Prometheus, a browser, a build).
+# Helpers that run an external tool or something slow (a real Prometheus, a browser, a build,
+# the exporter started as its own process).
 # A test that uses one, directly or through other test code or a fixture, is marked
 # `integration` at collection (tests/conftest.py), so `pytest -m 'not integration'` leaves
 # it out of the fast loop (README: Development) without a decorator to remember.
@@ -271,9 +272,11 @@ async def settle(condition: Callable[[], bool]) -> None:
     raise AssertionError("the event loop never got there")
 
 
+@integration
 class ExporterProcess:
     """The exporter as its own process on a loopback port, for what a test must measure from
-    outside: its memory, its open files, its log."""
+    outside: its memory, its open files, its log. Starting one costs a second of CPU for the
+    imports alone, so tests using it are `integration`."""
 
     def __init__(self, *args: str, file_limit: int | None = None) -> None:
         self.port = free_port()

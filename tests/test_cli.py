@@ -1,4 +1,7 @@
-"""The real program as a user runs it: flags, --config.check, --demo, SIGHUP, SIGTERM."""
+"""The real program as a user runs it: flags, --config.check, --demo, SIGHUP, SIGTERM.
+
+Each test starts the exporter as its own process (a second of CPU for the imports alone), so
+every one is `integration`: `make test` runs them, the fast loop leaves them out."""
 
 from __future__ import annotations
 
@@ -19,11 +22,20 @@ from exporter import __version__, cli
 from exporter.config import Config
 from exporter.demo import SimAccount, Simulator, catalogue_accounts, delay, demo_accounts
 from exporter.providers import PROVIDERS
-from tests.helpers import account, accounts_in, free_port, samples, value, write_config
+from tests.helpers import (
+    account,
+    accounts_in,
+    free_port,
+    integration,
+    samples,
+    value,
+    write_config,
+)
 
 PYTHON = sys.executable
 
 
+@integration
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PYTHON, "-m", "exporter", *args],
@@ -57,6 +69,7 @@ class Running:
         return self.process.returncode, stderr.decode()
 
 
+@integration
 @asynccontextmanager
 async def exporter_process(*args: str) -> AsyncIterator[Running]:
     port = free_port()

@@ -329,8 +329,10 @@ async def test_the_readme_example_gives_the_series_shown(
 
 async def test_the_demo_has_a_rub_and_a_eur_account(upstream: Upstream) -> None:
     simulator, config = await start_demo(Simulator(seed=0))
+    # Only the accounts under test: the demo's flaky one may hang until its timeout.
+    names = ["sms-ru", "voice-eu", "sms-gateway"]
     try:
-        found = samples(exposition(await Engine(config, upstream).collect()))
+        found = samples(exposition(await Engine(config, upstream).collect(names)))
     finally:
         await simulator.stop()
     for account, currency, threshold in (("sms-ru", "RUB", 500.0), ("voice-eu", "EUR", 15.0)):

@@ -12,7 +12,13 @@ import pytest
 
 from tests import shipping
 from tests.conftest import reaches_integration
-from tests.helpers import assert_promtool_accepts_metrics, promtool, require_tool, samples
+from tests.helpers import (
+    ExporterProcess,
+    assert_promtool_accepts_metrics,
+    promtool,
+    require_tool,
+    samples,
+)
 
 # Test code of every shape the marking follows. They are looked up by name below, so the tests
 # that check them do not refer to them (and are not marked themselves).
@@ -50,6 +56,11 @@ def looks_a_program_up() -> str | None:
     return shutil.which("chromium")
 
 
+def starts_the_exporter() -> None:
+    with ExporterProcess("--demo"):
+        pass
+
+
 def plain() -> None:
     samples("")
 
@@ -63,6 +74,7 @@ def plain() -> None:
         ("through_a_module", True),
         ("in_a_nested_function", True),
         ("looks_a_program_up", True),
+        ("starts_the_exporter", True),
         ("plain", False),
     ],
 )

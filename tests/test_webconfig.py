@@ -13,6 +13,7 @@ import trustme
 
 from exporter.configfile import ConfigError
 from exporter.webconfig import WebConfig, load_web_config
+from tests.helpers import integration
 
 # Password "secret", as `htpasswd -nBC 10 prometheus` writes it (the $2y$ prefix).
 HTPASSWD_HASH = "$2y$10$Z3fJiixd0sMRHftMILWVY.uVxVTg4qyuM9BEM64yNUhodzIp0a1W."
@@ -235,6 +236,7 @@ def test_duplicate_users_are_an_error(tmp_path: Path) -> None:
     ]
 
 
+@integration
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "exporter", *args],
