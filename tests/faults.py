@@ -13,11 +13,13 @@ from exporter.demo import Fault, respond
 
 
 def hang() -> Fault:
-    """Never answer."""
+    """Never answer (the handler ends when the client hangs up: one left waiting would hold up
+    the simulator's shutdown by its grace period)."""
 
     async def fault(request: web.Request) -> web.StreamResponse:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
+        while request.transport is not None and not request.transport.is_closing():
+            await asyncio.sleep(0.02)
+        return web.Response(status=500)
 
     return fault
 
