@@ -161,6 +161,27 @@ def test_the_default_host_is_the_services(name: str) -> None:
     assert acct.base_url.startswith(entry.base_url + "/")
 
 
+def test_an_accounts_definition_is_built_once_per_service_and_host() -> None:
+    name = ENTRIES[0]
+    accounts = [
+        {**account_of(name, Simulator()), "name": account, "base_url": base_url}
+        for account, base_url in [
+            ("first", "http://127.0.0.1:9"),
+            ("second", "http://127.0.0.1:9"),
+            ("elsewhere", "http://h.test"),
+        ]
+    ]
+    config = build_config({"accounts": accounts}, source="t")
+    one, two, other = (acct.provider for acct in config.accounts)
+    assert isinstance(one, CatalogueProvider)
+    assert isinstance(two, CatalogueProvider)
+    assert isinstance(other, CatalogueProvider)
+    assert one.config is two.config
+    assert one.config is type(one).definition_of(config.accounts[0].settings)
+    assert other.config is not one.config
+    assert other.config.request.url.startswith("http://h.test/")
+
+
 def test_an_account_takes_only_the_common_keys_and_its_secrets() -> None:
     text = """\
 accounts:

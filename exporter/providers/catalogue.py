@@ -19,6 +19,7 @@ simulator serves and the tests check.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args
@@ -148,7 +149,15 @@ class CatalogueProvider(HttpJson):
     @classmethod
     def definition_of(cls, settings: AccountSettings) -> HttpJsonSettings:
         """The entry's definition, asking the account's `base_url` if it sets one."""
-        return cls.entry.definition(settings.base_url)
+        return cls._definition(settings.base_url)
+
+    @classmethod
+    @functools.lru_cache(maxsize=1024)
+    def _definition(cls, base_url: str | None) -> HttpJsonSettings:
+        # Validating a definition is most of the cost of loading such an account, and the
+        # loader asks for it twice (for the upstream URL, then for the provider); accounts of
+        # one service on one host share it (the settings are frozen).
+        return cls.entry.definition(base_url)
 
 
 def provider_for(type_name: str, entry: Entry) -> type[CatalogueProvider]:
