@@ -374,7 +374,8 @@ CREDITS = BALANCE + "      credits:\n"
         ),
         (
             variant("    request:\n", "    ok_status: [200, 401]\n    request:\n"),
-            "cfg.yml:5: accounts[0].ok_status: 401 cannot be ok: 401/403 always mean auth",
+            "cfg.yml:5: accounts[0].ok_status: 401 cannot be ok: 401/403 are auth or their "
+            "status_reasons",
         ),
         (
             variant("    request:\n", "    ok_status: [302]\n    request:\n"),
@@ -391,6 +392,29 @@ CREDITS = BALANCE + "      credits:\n"
         (
             variant("    request:\n", "    ok_status: [ok]\n    request:\n"),
             "cfg.yml:5: accounts[0].ok_status[0]: Input should be a valid integer",
+        ),
+        (
+            variant("    request:\n", "    status_reasons: {403: throttled}\n    request:\n"),
+            "cfg.yml:5: accounts[0].status_reasons[403]: Input should be 'auth', 'rate_limited'",
+        ),
+        (
+            variant("    request:\n", "    status_reasons: {302: http}\n    request:\n"),
+            "cfg.yml:5: accounts[0].status_reasons: 302 is not a refusal: give a status from 400",
+        ),
+        (
+            variant("    request:\n", "    status_reasons: {600: http}\n    request:\n"),
+            "cfg.yml:5: accounts[0].status_reasons: 600 is not a refusal",
+        ),
+        (
+            variant("    request:\n", "    status_reasons: {429: auth}\n    request:\n"),
+            "cfg.yml:5: accounts[0].status_reasons: 429 never reaches the definition",
+        ),
+        (
+            variant(
+                "    request:\n",
+                "    ok_status: [200, 404]\n    status_reasons: {404: http}\n    request:\n",
+            ),
+            "cfg.yml:2: accounts[0]: 404 is in both ok_status and status_reasons",
         ),
     ],
 )

@@ -272,6 +272,45 @@ async def test_error_values_mapped_to_reasons(
     assert snapshot.outcome.reason is reason
 
 
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (respond(403, {"errors": [{"code": 403}]}), Reason.RATE_LIMITED),
+        (respond(422, {"error": "slow down"}), Reason.RATE_LIMITED),
+        (respond(402, {}), Reason.PROVIDER_ERROR),
+        # The status decides, whatever the body's `error` says.
+        (respond(403, {"error": "invalid_api_key"}), Reason.RATE_LIMITED),
+        (respond(401, {}), Reason.AUTH),
+        (respond(404, {}), Reason.HTTP),
+        (respond(200, {"balance": 3}), None),
+    ],
+)
+async def test_statuses_mapped_to_reasons(
+    simulator: Simulator, upstream: Upstream, answer: Any, reason: Reason | None
+) -> None:
+    settings = account(
+        simulator.base_url("json") + "/b",
+        request={"headers": {"Authorization": "Bearer {api_key}"}},
+        error="error",
+        error_reasons={"auth": ["invalid_api_key"]},
+        status_reasons={403: "rate_limited", 422: "rate_limited", 402: "provider_error"},
+    )
+    snapshot = await collect_one(simulator, upstream, settings, answer)
+    assert snapshot.outcome.reason is reason
+
+
+async def test_a_status_mapped_to_http_is_not_a_rejected_key(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    settings = account(
+        simulator.base_url("json") + "/b",
+        request={"headers": {"Authorization": "Bearer {api_key}"}},
+        status_reasons={"403": "http"},
+    )
+    snapshot = await collect_one(simulator, upstream, settings, respond(403, {}))
+    assert snapshot.outcome.reason is Reason.HTTP
+
+
 # -- a login call first -----------------------------------------------------------------
 
 
@@ -400,6 +439,18 @@ async def test_a_failed_login(
     assert snapshot.outcome.error is not None
     assert snapshot.outcome.error.cause.startswith(cause)
     assert login.balance_calls == 0
+
+
+async def test_a_mapped_status_means_the_same_from_the_login(
+    service: tuple[LoginService, str], upstream: Upstream
+) -> None:
+    login, url = service
+    login.login_answer = lambda: web.json_response({}, status=403)
+    settings = {**login_account(url, lifetime="10m"), "status_reasons": {403: "rate_limited"}}
+    [snapshot] = await collect(upstream, settings)
+    assert snapshot.outcome.reason is Reason.RATE_LIMITED
+    assert snapshot.outcome.error is not None
+    assert snapshot.outcome.error.cause == "login: HTTP 403"
 
 
 async def test_nothing_about_a_request_carries_its_secrets(

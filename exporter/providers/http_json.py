@@ -37,7 +37,8 @@ engine checks that); anything else is `invalid_response`, never a number in the 
 Failures map to the same reasons as the built-in providers: 401/403 `auth`, 429
 `rate_limited` (honouring Retry-After), a status outside `ok_status` (default: any 2xx) `http`,
 or, when a 4xx answer or an ok answer has the `error` expression not null, the reason
-`error_reasons` gives its value (default `provider_error`). The provider's error text never
+`error_reasons` gives its value (default `provider_error`). A service whose statuses mean
+something else says so in `status_reasons` (`{403: rate_limited}`), which comes first. The provider's error text never
 reaches logs or labels: the cause names only a value the config listed.
 
     apibalance_balance_usd{provider="http_json",account="sms"} 1250.75
@@ -100,6 +101,7 @@ TOKEN_RENEW_MARGIN = 30.0
 # Statuses the HTTP layer answers itself (redirects refused, 429 rate_limited, 502-504 retried)
 # and the ones that always mean a rejected key: listing them as "ok" could never take effect.
 NEVER_OK = frozenset({401, 403, 429, 502, 503, 504})
+ANSWERED_BY_HTTP = frozenset({429, 502, 503, 504})
 # The request framing is the HTTP client's job; a configured one would fight it.
 RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
@@ -415,15 +417,29 @@ class ErrorReasons(Strict):
             raise ValueError(f"{sorted(both)[0]!r} is listed under both auth and rate_limited")
         return self
 
-    def reason(self, value: object) -> Reason | None:
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            return None
-        text = str(value)
-        if text in {str(v) for v in self.auth}:
-            return Reason.AUTH
-        if text in {str(v) for v in self.rate_limited}:
-            return Reason.RATE_LIMITED
-        return None
+    def by_value(self) -> dict[str, Reason]:
+        """Each listed value as text (`1015` in the config and "1015" in an answer are one)."""
+        return {
+            **{str(value): Reason.RATE_LIMITED for value in self.rate_limited},
+            **{str(value): Reason.AUTH for value in self.auth},
+        }
+
+
+# What a refusal status may be said to mean. The others describe what the exporter itself saw
+# (a timeout, a dropped connection, an answer it could not read), never a status.
+StatusReason = Literal["auth", "rate_limited", "provider_error", "http"]
+
+
+def _check_status_reasons(reasons: dict[int, StatusReason]) -> dict[int, StatusReason]:
+    for status in reasons:
+        if not 400 <= status <= 599:
+            raise ValueError(f"{status} is not a refusal: give a status from 400 to 599")
+        if status in ANSWERED_BY_HTTP:
+            raise ValueError(
+                f"{status} never reaches the definition: 429 is always rate_limited, "
+                "502/503/504 are retried and then http"
+            )
+    return reasons
 
 
 class LoginSettings(Strict):
@@ -508,7 +524,7 @@ def _check_ok_status(statuses: list[int]) -> list[int]:
             raise ValueError(f"{status} is not a final, non-redirect HTTP status (200-599)")
         if status in NEVER_OK:
             raise ValueError(
-                f"{status} cannot be ok: 401/403 always mean auth, 429 rate_limited, "
+                f"{status} cannot be ok: 401/403 are auth or their status_reasons, 429 rate_limited, "
                 "502/503/504 are retried and then http"
             )
     if len(set(statuses)) != len(statuses):
@@ -528,6 +544,9 @@ class HttpJsonSettings(AccountSettings):
         Annotated[list[int], Field(min_length=1, max_length=50), AfterValidator(_check_ok_status)]
         | None
     ) = None
+    status_reasons: Annotated[
+        dict[int, StatusReason], Field(max_length=50), AfterValidator(_check_status_reasons)
+    ] = Field(default_factory=dict)
 
     # The config says which currency the answer's money is in (`currency`, default USD), or
     # where the answer says it (`values.currency`).
@@ -584,6 +603,16 @@ class HttpJsonSettings(AccountSettings):
             raise ValueError("error_reasons maps values of error: give error too")
         return self
 
+    @model_validator(mode="after")
+    def _ok_is_not_a_refusal(self) -> Self:
+        both = set(self.status_reasons) & set(self.ok_status or ())
+        if both:
+            raise ValueError(
+                f"{min(both)} is in both ok_status and status_reasons: an answer is a balance "
+                "or a refusal"
+            )
+        return self
+
 
 # -- the provider -----------------------------------------------------------------------
 
@@ -623,7 +652,11 @@ class HttpJson(Provider):
         self._error = None if config.error is None else compile_expression(config.error)
         self._currency = None if values.currency is None else compile_expression(values.currency)
         self._configured_currency = config.known_currency()
-        self._reasons = config.error_reasons or ErrorReasons()
+        # Looked up on every failed collection: built once, here.
+        self._error_reasons = (config.error_reasons or ErrorReasons()).by_value()
+        self._status_reasons = {
+            status: Reason(name) for status, name in config.status_reasons.items()
+        }
         response = config.response
         self._pattern = None if response.pattern is None else re.compile(response.pattern)
         login = config.login
@@ -660,8 +693,8 @@ class HttpJson(Provider):
             answer = await self._send(http, self.config.request, values)
         else:
             answer = await self._send_with_token(http, values)
-        if answer.status in (401, 403):
-            raise status_error(answer)
+        if answer.status in self._status_reasons or answer.status in (401, 403):
+            raise self._status_error(answer)
         if not self._ok(answer.status):
             raise self._refusal(answer)
         document = self._document(answer)
@@ -722,7 +755,7 @@ class HttpJson(Provider):
         self._token = None
         answer = await self._send(http, login.request, values)
         if not answer.ok:
-            error = status_error(answer)
+            error = self._status_error(answer)
             raise CollectError(error.reason, f"login: {error.cause}")
         document = answer.json()
         budget = Budget()
@@ -740,6 +773,13 @@ class HttpJson(Provider):
         self._token = token
         self._token_expires = now + lifetime - min(TOKEN_RENEW_MARGIN, lifetime / 10)
         return token
+
+    def _status_error(self, answer: Answer) -> CollectError:
+        """A status the definition gives a meaning (`status_reasons`) means that, body unread."""
+        reason = self._status_reasons.get(answer.status)
+        if reason is None:
+            return status_error(answer)
+        return CollectError(reason, f"HTTP {answer.status}")
 
     def _ok(self, status: int) -> bool:
         if self.config.ok_status is None:
@@ -763,7 +803,10 @@ class HttpJson(Provider):
         return match.groupdict() if match is not None else {"text": text}
 
     def _error_for(self, value: object, prefix: str) -> CollectError:
-        reason = self._reasons.reason(value)
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            reason = None
+        else:
+            reason = self._error_reasons.get(str(value))
         if reason is None:
             return CollectError(Reason.PROVIDER_ERROR, f"{prefix}error field set")
         # Only a value the config lists is named: the provider's own text never is.
