@@ -38,8 +38,9 @@ Failures map to the same reasons as the built-in providers: 401/403 `auth`, 429
 `rate_limited` (honouring Retry-After), a status outside `ok_status` (default: any 2xx) `http`,
 or, when a 4xx answer or an ok answer has the `error` expression not null, the reason
 `error_reasons` gives its value (default `provider_error`). A service whose statuses mean
-something else says so in `status_reasons` (`{403: rate_limited}`), which comes first. The provider's error text never
-reaches logs or labels: the cause names only a value the config listed.
+something else says so in `status_reasons` (`{403: rate_limited}`), which comes first. The
+provider's error text never reaches logs or labels: the cause names only a value the config
+listed.
 
     apibalance_balance_usd{provider="http_json",account="sms"} 1250.75
     apibalance_credits{provider="http_json",account="sms",credit_type="sms",pool="one_time"} 830
@@ -98,10 +99,11 @@ MAX_SECRETS = 10
 MAX_TEXT_CHARS = 64 * 1024
 # A login token is renewed this long before the expiry the service announced.
 TOKEN_RENEW_MARGIN = 30.0
-# Statuses the HTTP layer answers itself (redirects refused, 429 rate_limited, 502-504 retried)
-# and the ones that always mean a rejected key: listing them as "ok" could never take effect.
-NEVER_OK = frozenset({401, 403, 429, 502, 503, 504})
+# Statuses the HTTP layer answers itself (429 rate_limited, 502-504 retried; redirects are
+# refused): a definition's `ok_status` or `status_reasons` for them could never take effect.
 ANSWERED_BY_HTTP = frozenset({429, 502, 503, 504})
+# Nor can 401/403 be ok: they are a rejected key, or what `status_reasons` says they are.
+NEVER_OK = ANSWERED_BY_HTTP | {401, 403}
 # The request framing is the HTTP client's job; a configured one would fight it.
 RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
@@ -524,8 +526,8 @@ def _check_ok_status(statuses: list[int]) -> list[int]:
             raise ValueError(f"{status} is not a final, non-redirect HTTP status (200-599)")
         if status in NEVER_OK:
             raise ValueError(
-                f"{status} cannot be ok: 401/403 are auth or their status_reasons, 429 rate_limited, "
-                "502/503/504 are retried and then http"
+                f"{status} cannot be ok: 401/403 are auth or their status_reasons, "
+                "429 rate_limited, 502/503/504 are retried and then http"
             )
     if len(set(statuses)) != len(statuses):
         raise ValueError("statuses must not repeat")
