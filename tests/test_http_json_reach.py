@@ -471,7 +471,7 @@ async def test_nothing_about_a_request_carries_its_secrets(
 
 
 def test_the_placeholders_are_filled_once() -> None:
-    from exporter.providers.http_json import fill
+    from exporter.providers.http_json.settings import fill
 
     assert fill("{a}-{b}-{c}", {"a": "{b}", "b": "x"}) == "{b}-x-{c}"
     assert json.dumps(fill("{a}", {"a": "/"}, urllib.parse.quote)) == '"/"'

@@ -1,0 +1,254 @@
+"""The expressions of `values`, `error` and `login`: JMESPath, checked at load, run on a budget.
+
+Besides JMESPath's own, an expression has the functions balance APIs need for arithmetic:
+limit minus used, cents to dollars.
+
+    values:
+      credits:
+        - {credit_type: requests, pool: monthly, path: "subtract(requestLimit, requestCount)"}
+      balance_usd: "divide(balance_cents, `100`)"
+
+Arguments are JSON numbers or numeric strings (`"1,250.75"`, as `values` accepts them). A
+missing or non-numeric argument, or a division by zero, makes the value `invalid_response`.
+Unknown functions, wrong argument counts and multi-selects that multiply past `MAX_FAN_OUT`
+are config errors; the work one answer's expressions may do is bounded by a `Budget`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import jmespath
+from jmespath import exceptions as jmespath_errors
+from jmespath import functions
+from jmespath.parser import ParsedResult
+from jmespath.visitor import TreeInterpreter
+from pydantic import AfterValidator, Field
+
+from exporter.model import CollectError, Reason, numeric_string
+
+if TYPE_CHECKING:
+    from jmespath.functions import _Signature
+    from jmespath.visitor import _TreeNode
+
+MAX_EXPRESSION_CHARS = 1000
+# `[a, b]` and `{x: a, y: b}` copy their input once per item; nested or chained, the copies
+# multiply (`[@,@][]` twenty times over is a million values from one). An expression whose
+# items multiply past this is refused at load.
+MAX_FAN_OUT = 1000
+# Work the expressions may do on one answer, in steps (a node visited, or a value put into a
+# new list, object or string), so that no answer and config together can hold the event loop
+# for long: some 50 ms at most, where reading a balance takes a few hundred steps.
+MAX_EVALUATION_STEPS = 100_000
+
+
+# -- arithmetic -------------------------------------------------------------------------
+
+_NUMBER: _Signature = {"types": ["number", "string"]}
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            return numeric_string(value, "an arithmetic argument", minimum=None)
+        except CollectError:
+            raise jmespath_errors.JMESPathError("not a number") from None
+    return float(value)
+
+
+class ArithmeticFunctions(functions.Functions):
+    @functions.signature(_NUMBER, _NUMBER)
+    def _func_add(self, left: Any, right: Any) -> float:
+        return _number(left) + _number(right)
+
+    @functions.signature(_NUMBER, _NUMBER)
+    def _func_subtract(self, left: Any, right: Any) -> float:
+        return _number(left) - _number(right)
+
+    @functions.signature(_NUMBER, _NUMBER)
+    def _func_multiply(self, left: Any, right: Any) -> float:
+        return _number(left) * _number(right)
+
+    @functions.signature(_NUMBER, _NUMBER)
+    def _func_divide(self, left: Any, right: Any) -> float:
+        divisor = _number(right)
+        if divisor == 0:
+            raise jmespath_errors.JMESPathError("division by zero")
+        return _number(left) / divisor
+
+    @functions.signature(_NUMBER)
+    def _func_number(self, value: Any) -> float:
+        """A numeric string (`"1,250.75"`) as a number, for use inside other expressions."""
+        return _number(value)
+
+
+FUNCTIONS = ArithmeticFunctions()
+FUNCTION_TABLE: dict[str, Any] = FUNCTIONS.FUNCTION_TABLE
+_SEARCH_OPTIONS = jmespath.Options(custom_functions=FUNCTIONS)
+
+
+# -- compilation ------------------------------------------------------------------------
+
+
+def compile_expression(text: str) -> ParsedResult:
+    """Compile a JMESPath expression, or raise ValueError saying what is wrong and where.
+
+    Unknown functions and wrong argument counts are only found by jmespath when an answer is
+    searched; they are checked here so they are config errors, not failed scrapes.
+    """
+    try:
+        parsed = jmespath.compile(text)
+    except jmespath_errors.EmptyExpressionError:
+        raise ValueError("empty JMESPath expression") from None
+    except jmespath_errors.IncompleteExpressionError:
+        raise ValueError("incomplete JMESPath expression") from None
+    except jmespath_errors.LexerError as error:
+        raise ValueError(
+            f"not a valid JMESPath expression: {error.message} at column {error.lexer_position}"
+        ) from None
+    except jmespath_errors.ParseError as error:
+        token = (
+            "end of expression" if error.token_type.lower() == "eof" else repr(error.token_value)
+        )
+        raise ValueError(
+            f"not a valid JMESPath expression: unexpected {token} at column {error.lex_position}"
+        ) from None
+    except jmespath_errors.JMESPathError:
+        raise ValueError("not a valid JMESPath expression") from None
+    _check_functions(parsed.parsed)
+    fan_out = _fan_out(parsed.parsed)
+    if fan_out > MAX_FAN_OUT:
+        raise ValueError(
+            f"the multi-selects ([a, b] or {{x: a, y: b}}) multiply each value up to {fan_out} "
+            f"times; at most {MAX_FAN_OUT} is allowed"
+        )
+    return parsed
+
+
+def _fan_out(node: Any) -> int:
+    """How many times over, at most, the expression's multi-selects repeat a value."""
+    if not isinstance(node, dict):
+        return 1
+    fan_outs = [_fan_out(child) for child in node.get("children") or []]
+    if node.get("type") in _SEQUENCES:
+        # Each step works on every value the step before made.
+        product = 1
+        for fan_out in fan_outs:
+            product *= fan_out
+        return product
+    # A multi-select makes one copy per item, a function one result from its arguments.
+    return max(sum(fan_outs), 1)
+
+
+# Nodes whose children run one after the other, each on the previous one's output.
+_SEQUENCES = frozenset(
+    {
+        "subexpression",
+        "pipe",
+        "projection",
+        "value_projection",
+        "filter_projection",
+        "flatten",
+        "index_expression",
+    }
+)
+
+
+def _check_functions(node: Any) -> None:
+    if not isinstance(node, dict):
+        return
+    children = node.get("children") or []
+    if node.get("type") == "function_expression":
+        name = node.get("value")
+        entry = FUNCTION_TABLE.get(name) if isinstance(name, str) else None
+        if entry is None:
+            raise ValueError(f"unknown JMESPath function {name}()")
+        signature = entry["signature"]
+        variadic = bool(signature) and signature[-1].get("variadic", False)
+        if len(children) < len(signature) or (not variadic and len(children) > len(signature)):
+            expected = f"{len(signature)}{' or more' if variadic else ''}"
+            raise ValueError(
+                f"JMESPath function {name}() takes {expected} argument(s), not {len(children)}"
+            )
+    for child in children:
+        _check_functions(child)
+
+
+def _checked_expression(text: str) -> str:
+    compile_expression(text)
+    return text
+
+
+Expression = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_EXPRESSION_CHARS),
+    AfterValidator(_checked_expression),
+]
+
+
+# -- evaluation -------------------------------------------------------------------------
+
+
+class _OverBudget(Exception):
+    pass
+
+
+class Budget:
+    """The evaluation steps left for one answer, shared by all of its expressions."""
+
+    def __init__(self, steps: int = MAX_EVALUATION_STEPS) -> None:
+        self.steps_left = steps
+
+    def spend(self, steps: int) -> None:
+        self.steps_left -= steps
+        if self.steps_left < 0:
+            raise _OverBudget
+
+
+class _BudgetedInterpreter(TreeInterpreter):
+    """jmespath's interpreter, counting its work against a `Budget`.
+
+    Evaluation runs on the event loop: without a bound, an answer large enough could keep
+    every endpoint (`/-/healthy` too) waiting past the account's timeout.
+    """
+
+    def __init__(self, budget: Budget) -> None:
+        super().__init__(_SEARCH_OPTIONS)
+        self._budget = budget
+
+    def visit(self, node: _TreeNode, *args: Any, **kwargs: Any) -> Any:
+        self._budget.spend(1)
+        result = super().visit(node, *args, **kwargs)
+        if node["type"] in _BUILDING_NODES and isinstance(result, list | dict | str):
+            self._budget.spend(len(result))
+        return result
+
+
+# The nodes that make a new list, object or string, whose size is work done.
+_BUILDING_NODES = frozenset(
+    {
+        "flatten",
+        "projection",
+        "value_projection",
+        "filter_projection",
+        "multi_select_list",
+        "multi_select_dict",
+        "function_expression",
+        "slice",
+    }
+)
+
+
+def search(expression: ParsedResult, body: Any, what: str, budget: Budget) -> Any:
+    try:
+        return _BudgetedInterpreter(budget).visit(expression.parsed, body)
+    except jmespath_errors.JMESPathError:
+        # The message would quote the answer; say only which expression failed.
+        raise CollectError(
+            Reason.INVALID_RESPONSE, f"{what}: the expression does not apply to this answer"
+        ) from None
+    except _OverBudget:
+        raise CollectError(
+            Reason.INVALID_RESPONSE,
+            f"{what}: reading this answer takes more than {MAX_EVALUATION_STEPS} steps",
+        ) from None

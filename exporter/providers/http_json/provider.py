@@ -1,0 +1,300 @@
+"""The http_json provider: asks as its settings say, logs in when they say so, reads the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+import re
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import SecretStr
+
+from exporter import logs
+from exporter.model import CollectError, Credit, Reading, Reason, finite_number, numeric_string
+from exporter.providers.base import Provider, status_error
+from exporter.providers.http_json.expressions import Budget, compile_expression, search
+from exporter.providers.http_json.settings import (
+    HEADER_VALUE_RE,
+    KEY_NAME,
+    TOKEN_NAME,
+    ErrorReasons,
+    HttpJsonSettings,
+    RequestSettings,
+    fill,
+    fill_json,
+)
+from exporter.settings import USD, AccountSettings, NamesSecrets, SecretSource
+from exporter.upstream import AccountHttp, Answer
+
+# A plain-text balance answer is a line; a longer body is a page that is not the answer.
+MAX_TEXT_CHARS = 64 * 1024
+# A login token is renewed this long before the expiry the service announced.
+TOKEN_RENEW_MARGIN = 30.0
+_CURRENCY_IN_ANSWER_RE = re.compile(r"[A-Za-z]{3}")
+
+
+def _quote_path_segment(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+class HttpJson(Provider):
+    """Any balance API: asks `request.url` as configured, reads `values` by JMESPath."""
+
+    type_name = "http_json"
+    default_base_url = None
+    settings_model: ClassVar[type[AccountSettings]] = HttpJsonSettings
+    url_setting: ClassVar[tuple[str, ...]] = ("request", "url")
+
+    def __init__(
+        self,
+        settings: AccountSettings,
+        api_key: SecretStr,
+        secrets: Mapping[str, SecretStr] | None = None,
+    ) -> None:
+        super().__init__(settings, api_key, secrets)
+        config = self.definition_of(settings)
+        self.config = config
+        values = config.values
+        self._scalars = [
+            (name, compile_expression(text), minimum)
+            for name, text, minimum in (
+                ("balance", values.balance, None),
+                ("balance_usd", values.balance_usd, None),
+                ("daily_limit_remaining", values.daily_limit_remaining, 0.0),
+                ("daily_limit_reset_seconds", values.daily_limit_reset_seconds, 0.0),
+            )
+            if text is not None
+        ]
+        self._credits = [
+            (credit.credit_type, credit.pool, compile_expression(credit.path))
+            for credit in values.credits
+        ]
+        self._error = None if config.error is None else compile_expression(config.error)
+        self._currency = None if values.currency is None else compile_expression(values.currency)
+        self._configured_currency = config.known_currency()
+        # Looked up on every failed collection: built once, here.
+        self._error_reasons = (config.error_reasons or ErrorReasons()).by_value()
+        self._status_reasons = {
+            status: Reason(name) for status, name in config.status_reasons.items()
+        }
+        response = config.response
+        self._pattern = None if response.pattern is None else re.compile(response.pattern)
+        login = config.login
+        self._token_expression = None if login is None else compile_expression(login.token)
+        self._expires_in = (
+            None
+            if login is None or login.expires_in is None
+            else compile_expression(login.expires_in)
+        )
+        self._token: str | None = None
+        self._token_expires = 0.0
+
+    @classmethod
+    def definition_of(cls, settings: AccountSettings) -> HttpJsonSettings:
+        """How an account is asked and read: an http_json account's own settings."""
+        assert isinstance(settings, HttpJsonSettings)
+        return settings
+
+    @classmethod
+    def upstream_url(cls, settings: AccountSettings) -> str | None:
+        return cls.definition_of(settings).request.url
+
+    @classmethod
+    def secret_sources(cls, settings: AccountSettings) -> Mapping[str, SecretSource]:
+        assert isinstance(settings, NamesSecrets)
+        return settings.secrets
+
+    def placeholder_values(self) -> dict[str, str]:
+        return {**self.secrets, KEY_NAME: self.api_key}
+
+    async def fetch(self, http: AccountHttp) -> Reading:
+        values = self.placeholder_values()
+        if self.config.login is None:
+            answer = await self._send(http, self.config.request, values)
+        else:
+            answer = await self._send_with_token(http, values)
+        if answer.status in self._status_reasons or answer.status in (401, 403):
+            raise self._status_error(answer)
+        if not self._ok(answer.status):
+            raise self._refusal(answer)
+        document = self._document(answer)
+        budget = Budget()
+        if self._error is not None:
+            flagged = search(self._error, document, "error", budget)
+            if flagged is not None:
+                raise self._error_for(flagged, "")
+        return self._read(document, budget)
+
+    async def _send(
+        self, http: AccountHttp, request: RequestSettings, values: Mapping[str, str]
+    ) -> Answer:
+        url = urllib.parse.urlsplit(request.url)
+        target = fill(url.path, values, _quote_path_segment) or "/"
+        query = [(name, fill(value, values)) for name, value in request.query.items()]
+        static = url.query
+        if static or query:
+            target += "?" + "&".join(
+                part for part in (static, urllib.parse.urlencode(query)) if part
+            )
+        headers = {name: fill(value, values) for name, value in request.headers.items()}
+        if request.basic_auth is not None:
+            pair = f"{fill(request.basic_auth.username, values)}:{fill(request.basic_auth.password, values)}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        form = None
+        if request.form is not None:
+            form = {name: fill(value, values) for name, value in request.form.items()}
+        # The account's URL is this request's URL: only its origin is kept, so the filled path
+        # goes to the configured host and nowhere else.
+        return await http.request(
+            request.effective_method,
+            target,
+            headers=headers,
+            json_body=fill_json(request.json_body, values),
+            form=form,
+            from_origin=True,
+        )
+
+    async def _send_with_token(self, http: AccountHttp, values: dict[str, str]) -> Answer:
+        now = asyncio.get_running_loop().time()
+        reused = self._token is not None and now < self._token_expires
+        token = (
+            self._token if reused and self._token is not None else await self._log_in(http, values)
+        )
+        answer = await self._send(http, self.config.request, {**values, TOKEN_NAME: token})
+        if answer.status == 401 and reused:
+            # The service may end a session before its announced expiry: log in once more.
+            self._token = None
+            token = await self._log_in(http, values)
+            answer = await self._send(http, self.config.request, {**values, TOKEN_NAME: token})
+        return answer
+
+    async def _log_in(self, http: AccountHttp, values: Mapping[str, str]) -> str:
+        login = self.config.login
+        assert login is not None
+        assert self._token_expression is not None
+        self._token = None
+        answer = await self._send(http, login.request, values)
+        if not answer.ok:
+            error = self._status_error(answer)
+            raise CollectError(error.reason, f"login: {error.cause}")
+        document = answer.json()
+        budget = Budget()
+        token = search(self._token_expression, document, "login.token", budget)
+        if not isinstance(token, str) or not token or not HEADER_VALUE_RE.match(token):
+            raise CollectError(Reason.INVALID_RESPONSE, "login.token is not a printable string")
+        logs.register_secret(token)
+        lifetime = math.inf
+        if self._expires_in is not None:
+            found = search(self._expires_in, document, "login.expires_in", budget)
+            lifetime = read_number(found, "login.expires_in", 0.0)
+        elif login.lifetime is not None:
+            lifetime = login.lifetime
+        now = asyncio.get_running_loop().time()
+        self._token = token
+        self._token_expires = now + lifetime - min(TOKEN_RENEW_MARGIN, lifetime / 10)
+        return token
+
+    def _status_error(self, answer: Answer) -> CollectError:
+        """A status the definition gives a meaning (`status_reasons`) means that, body unread."""
+        reason = self._status_reasons.get(answer.status)
+        if reason is None:
+            return status_error(answer)
+        return CollectError(reason, f"HTTP {answer.status}")
+
+    def _ok(self, status: int) -> bool:
+        if self.config.ok_status is None:
+            return 200 <= status < 300
+        return status in self.config.ok_status
+
+    def _document(self, answer: Answer) -> Any:
+        """The answer as the document `values` and `error` read."""
+        if self._pattern is None:
+            return answer.json()
+        try:
+            text = answer.body.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise CollectError(
+                Reason.INVALID_RESPONSE, f"HTTP {answer.status} body is not UTF-8 text"
+            ) from None
+        if len(text) > MAX_TEXT_CHARS:
+            raise CollectError(Reason.INVALID_RESPONSE, "text answer longer than 64 KiB")
+        match = self._pattern.search(text)
+        # An answer the pattern does not read is offered whole as `text`, for `error`.
+        return match.groupdict() if match is not None else {"text": text}
+
+    def _error_for(self, value: object, prefix: str) -> CollectError:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            reason = None
+        else:
+            reason = self._error_reasons.get(str(value))
+        if reason is None:
+            return CollectError(Reason.PROVIDER_ERROR, f"{prefix}error field set")
+        # Only a value the config lists is named: the provider's own text never is.
+        return CollectError(reason, f"{prefix}error {value}")
+
+    def _refusal(self, answer: Answer) -> CollectError:
+        """A client error that says so in its `error` field is the provider's; others, HTTP's."""
+        if self._error is not None and 400 <= answer.status < 500:
+            try:
+                flagged = search(self._error, self._document(answer), "error", Budget())
+            except CollectError:
+                flagged = None
+            if flagged is not None:
+                return self._error_for(flagged, f"HTTP {answer.status}, ")
+        return status_error(answer)
+
+    def _read(self, body: Any, budget: Budget) -> Reading:
+        found: dict[str, float] = {}
+        for name, expression, minimum in self._scalars:
+            what = f"values.{name}"
+            found[name] = read_number(search(expression, body, what, budget), what, minimum)
+        credits = tuple(
+            Credit(
+                credit_type,
+                pool,
+                read_number(
+                    search(expression, body, f"values.credits[{i}]", budget),
+                    f"values.credits[{i}]",
+                    0.0,
+                ),
+            )
+            for i, (credit_type, pool, expression) in enumerate(self._credits)
+        )
+        if self._currency is None:
+            currency = self._configured_currency
+        else:
+            currency = read_currency(search(self._currency, body, "values.currency", budget))
+        money = found.get("balance", found.get("balance_usd"))
+        in_usd = currency == USD
+        return Reading(
+            balance_usd=money if in_usd else None,
+            balance=None if in_usd else money,
+            # A USD account by config reads as every built-in's does.
+            currency=None if in_usd and self._currency is None else currency,
+            credits=credits,
+            daily_limit_remaining=found.get("daily_limit_remaining"),
+            daily_limit_reset_seconds=found.get("daily_limit_reset_seconds"),
+        )
+
+
+def read_currency(value: Any) -> str:
+    """A currency code from the answer: three letters (`"usd"` is taken as USD)."""
+    if value is None:
+        raise CollectError(Reason.INVALID_RESPONSE, "values.currency is null or missing")
+    if not isinstance(value, str) or not _CURRENCY_IN_ANSWER_RE.fullmatch(value):
+        raise CollectError(
+            Reason.INVALID_RESPONSE, "values.currency is not a three-letter currency code"
+        )
+    return value.upper()
+
+
+def read_number(value: Any, what: str, minimum: float | None) -> float:
+    """A JSON number or a numeric string; null, missing and everything else are invalid."""
+    if value is None:
+        raise CollectError(Reason.INVALID_RESPONSE, f"{what} is null or missing")
+    if isinstance(value, str):
+        return numeric_string(value, what, minimum=minimum)
+    return finite_number(value, what, minimum=minimum)
