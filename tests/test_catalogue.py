@@ -18,7 +18,13 @@ from exporter.demo.catalogue import documented_answer
 from exporter.engine import Engine
 from exporter.model import Reason
 from exporter.providers import BUILT_IN, CATALOGUE
-from exporter.providers.catalogue import FAMILIES, CatalogueProvider, answers_of, entry_files
+from exporter.providers.catalogue import (
+    FAMILIES,
+    CatalogueProvider,
+    answers_of,
+    entry_files,
+    load_entry,
+)
 from exporter.upstream import Upstream
 from tests.conftest import ExporterFactory
 from tests.helpers import README, readme_yaml, samples
@@ -271,17 +277,37 @@ async def test_the_requests_as_the_services_document_them(
     assert me.headers["Authorization"].startswith("Bearer sim-textverified-token-")
 
 
-def test_the_readme_lists_every_entry() -> None:
+def readme_rows() -> dict[str, list[str]]:
+    """The catalogue table of the README: type -> the cells of its row."""
     text = README.read_text(encoding="utf-8")
     start = text.index(f"\n{SECTION}\n")
     section = text[start : text.index("\n## ", start + 1)]
+    table = section[section.index("\n|---") :]
+    rows: dict[str, list[str]] = {}
+    for line in table.splitlines():
+        found = re.match(r"^\| `([a-z0-9]+)` \|(.*)\|$", line)
+        if found is not None:
+            rows[found.group(1)] = [cell.strip() for cell in found.group(2).split(" | ")]
+    return rows
+
+
+def test_the_readme_lists_every_entry_and_how_strong_its_source_is() -> None:
+    rows = readme_rows()
+    assert set(rows) == set(ENTRIES)
     for name in ENTRIES:
         entry = entry_class(name).entry
-        assert re.search(
-            rf"^\| `{name}` \| {re.escape(entry.service)} \| {entry.family} \|",
-            section,
-            re.MULTILINE,
-        ), name
+        service, family, *_, strength = rows[name]
+        assert (service, family, strength) == (entry.service, entry.family, entry.source_strength)
+
+
+def test_an_entry_says_how_strong_its_source_is() -> None:
+    text = entry_files()[ENTRIES[0]]
+    weak = text.replace("source_strength: official", "source_strength: hearsay")
+    with pytest.raises(ValueError, match="source_strength"):
+        load_entry(ENTRIES[0], weak)
+    missing = text.replace("source_strength: official\n", "")
+    with pytest.raises(ValueError, match="source_strength"):
+        load_entry(ENTRIES[0], missing)
 
 
 def readme_accounts() -> list[dict[str, Any]]:

@@ -5,9 +5,10 @@
         provider: serpapi
         api_key_env: SERPAPI_KEY
 
-`exporter/catalogue/<type>.yml` describes one service: where its documents are (`source`),
-its `family`, its host (`base_url`, which an account's `base_url` overrides: the definition
-says `{base_url}` where the host goes), the secrets it needs besides the key, how often it may
+`exporter/catalogue/<type>.yml` describes one service: where its documents are (`source`,
+and `source_strength`: the service's own or a third party's), its `family`, its host
+(`base_url`, which an account's `base_url` overrides: the definition says `{base_url}` where
+the host goes), the secrets it needs besides the key, how often it may
 be asked (`min_interval`), and the `http_json` definition that asks and reads it. The type
 name is the file name: the service's name in lower case without punctuation.
 
@@ -39,6 +40,7 @@ from exporter.settings import (
 
 Family = Literal["captcha", "proxy", "scraping", "serp", "sms", "enrichment", "llm", "messaging"]
 FAMILIES: tuple[str, ...] = get_args(Family)
+SourceStrength = Literal["official", "third-party"]
 BASE_URL = "{base_url}"
 
 
@@ -47,6 +49,10 @@ class Entry(Strict):
 
     service: Annotated[str, Field(min_length=1, max_length=64)]
     family: Family
+    # How far `source` can be trusted, shown in the README's table: `official` when the request
+    # and the answers read come from the service's own documents or its own client,
+    # `third-party` when any of it rests on others' code or reports only (check those first).
+    source_strength: SourceStrength
     source: list[Annotated[str, Field(pattern=r"^https://")]] = Field(min_length=1)
     base_url: BaseUrl
     # For the README's providers table: what the metrics say, and where the key travels.
