@@ -334,3 +334,24 @@ async def test_the_readme_examples_run(
     config = build_config({"accounts": [settings]}, source="README.md")
     [snapshot] = await Engine(config, upstream).collect()
     assert snapshot.outcome.ok, snapshot.outcome.error
+
+
+async def test_deepgram_adds_up_the_usd_balances_and_never_reads_hours_as_money(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    def balances(*items: tuple[float, str]) -> dict[str, Any]:
+        found = [{"balance_id": f"b{i}", "amount": a, "units": u} for i, (a, u) in enumerate(items)]
+        return {"status": 200, "json": {"balances": found}}
+
+    mixed = balances((12.5, "usd"), (40.0, "hour"), (0.25, "USD"))
+    hours_only = balances((40.0, "hour"))
+    simulator.add(
+        "catalogue/deepgram", SimAccount(KEY).then(served(mixed)).then(served(hours_only))
+    )
+    config = build_config({"accounts": [account_of("deepgram", simulator)]}, source="test")
+    engine = Engine(config, upstream)
+    [first] = await engine.collect()
+    assert first.outcome.reading is not None
+    assert first.outcome.reading.balance_usd == 12.75
+    [second] = await engine.collect()
+    assert second.outcome.reason is Reason.INVALID_RESPONSE
