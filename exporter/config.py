@@ -58,6 +58,12 @@ class Account:
     currency: str | None = USD
     # In the account's currency.
     low_balance: float | None = None
+    # What the account is an account of, in words (the `service` label).
+    service: str = ""
+    # Where to pay: the account's own `top_up_url`, else its provider's (None: unknown).
+    top_up_url: str | None = None
+    # The account's own `labels`, sorted by name.
+    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def provider_type(self) -> str:
@@ -89,7 +95,14 @@ class Account:
         Thresholds, timeouts and cache lifetimes do not change what the upstream answers; the
         key does (a rotated key starts afresh, without the old key's auth back-off).
         """
-        ignored = {"low_balance_usd", "low_balance", "timeout", "cache_ttl"} | KEY_SOURCES
+        ignored = {
+            "low_balance_usd",
+            "low_balance",
+            "timeout",
+            "cache_ttl",
+            "labels",
+            "top_up_url",
+        } | KEY_SOURCES
         return (
             self.provider_type == other.provider_type
             and self.base_url == other.base_url
@@ -312,6 +325,8 @@ def _account(
                     )
                 )
                 break
+    if key is not None:
+        problems.extend(_secrets_in_labels(settings, (key, *secrets.values()), loc, locator))
     if problems or key is None or base_url is None:
         return None, problems
     account = Account(
@@ -327,8 +342,28 @@ def _account(
         settings=settings,
         currency=settings.known_currency(),
         low_balance=settings.threshold,
+        service=provider_cls.service(settings),
+        top_up_url=settings.top_up_url or provider_cls.top_up_url,
+        labels=tuple(sorted(settings.labels.items())),
     )
     return account, []
+
+
+def _secrets_in_labels(
+    settings: AccountSettings, secrets: tuple[SecretStr, ...], loc: Loc, locator: Locator
+) -> list[Problem]:
+    """Where the account's key or a secret was pasted into a value that becomes a label:
+    labels are shown on /metrics, on the landing page and on every alert."""
+    shown: list[tuple[Loc, str]] = [
+        (("labels", name), value) for name, value in settings.labels.items()
+    ]
+    if settings.top_up_url is not None:
+        shown.append((("top_up_url",), settings.top_up_url))
+    return [
+        locator.problem((*loc, *where), "contains the account's key or a secret")
+        for where, value in shown
+        if any(_key_in_url(secret, value) for secret in secrets)
+    ]
 
 
 def _read_key(

@@ -27,6 +27,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.config import Account
 from exporter.engine import Snapshot
 from exporter.model import Reason
 from exporter.settings import USD
@@ -181,6 +182,14 @@ LAST_SUCCESS = Family(
     "Unix time of the last successful collection of the account.",
     ACCOUNT_LABELS,
 )
+# Its labels besides the account's differ from one account to the next (`service`,
+# `top_up_url` when known, and the account's own `labels`): rendered by `info_sample`.
+INFO = Family(
+    "apibalance_account_info",
+    "Always 1: what the account is an account of (service), where to pay for it "
+    "(top_up_url) and its own labels from the config.",
+    ACCOUNT_LABELS,
+)
 ERRORS = Family(
     "apibalance_collect_errors",
     "Failed collections of the account, by reason.",
@@ -191,6 +200,7 @@ ERRORS = Family(
 # In the order of the exposition.
 ACCOUNT_FAMILIES = (
     UP,
+    INFO,
     BALANCE,
     BALANCE_IN_CURRENCY,
     CREDITS,
@@ -255,6 +265,23 @@ def account_series(snapshot: Snapshot) -> Iterator[Series]:
         yield ERRORS, labels, counts[reason]
 
 
+def info_labels(account: Account) -> dict[str, str]:
+    """The labels of the account's apibalance_account_info series, its own among them."""
+    labels = {"provider": account.provider_type, "account": account.name, **dict(account.labels)}
+    labels["service"] = account.service
+    if account.top_up_url is not None:
+        labels["top_up_url"] = account.top_up_url
+    return labels
+
+
+def info_sample(account: Account) -> str:
+    """The account's apibalance_account_info line, labels sorted as prometheus_client sorts
+    them."""
+    pairs = sorted(info_labels(account).items())
+    text = ",".join(f'{name}="{_escape_value(value)}"' for name, value in pairs)
+    return f"{INFO.name}{{{text}}} 1.0\n"
+
+
 # Texts of sample values, kept from one scrape to the next: a scrape of cached accounts shows
 # the same values again, and working out a float's text is much of the exposition's cost.
 # Counts (ints) and positive floats only: 0.0 and -0.0 are one key with two texts. About
@@ -286,6 +313,7 @@ class AccountCollector(Collector):
             ids = (snapshot.account.provider_type, snapshot.account.name)
             for family, labels, value in account_series(snapshot):
                 metrics[family].add_metric((*ids, *labels), value)
+            metrics[INFO].add_sample(INFO.name, info_labels(snapshot.account), 1.0)
         for family, metric in metrics.items():
             if family.always or metric.samples:
                 yield metric
@@ -313,6 +341,7 @@ class AccountCollector(Collector):
             name = '{account="' + escape(account.name) + '"'
             provider = ',provider="' + escape(account.provider_type) + '"'
             ids = name + provider
+            lines[INFO].append(info_sample(account))
             for family, labels, value in account_series(snapshot):
                 pieces = family.plain
                 if pieces is None:

@@ -101,6 +101,66 @@ def check_base_url(value: str) -> str:
 
 BaseUrl = Annotated[str, AfterValidator(check_base_url)]
 
+
+def check_top_up_url(value: str) -> str:
+    """A page a person opens to pay: an http(s) URL with a host and no credentials."""
+    _no_control_characters(value)
+    url = URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if url.user is not None or url.password is not None:
+        raise ValueError("must not carry credentials: it is shown on every alert and page")
+    return value
+
+
+# The `top_up_url` label of apibalance_account_info, linked from alerts and the landing page.
+TopUpUrl = Annotated[str, Field(max_length=512), AfterValidator(check_top_up_url)]
+
+# Labels the exporter, Prometheus or the alerts set themselves: an account's own `labels`
+# would clash with them on apibalance_account_info or on the alerts that carry its labels.
+RESERVED_LABELS = frozenset(
+    {
+        "provider",
+        "account",
+        "currency",
+        "service",
+        "top_up_url",
+        "credit_type",
+        "pool",
+        "queue",
+        "reason",
+        "version",
+        "python_version",
+        "job",
+        "instance",
+        "le",
+        "quantile",
+        "alertname",
+        "severity",
+    }
+)
+_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+MAX_ACCOUNT_LABELS = 16
+
+
+def _label_name(value: str) -> str:
+    if not _LABEL_NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a Prometheus label name: letters, digits and '_', "
+            "not starting with a digit"
+        )
+    if value.startswith("__"):
+        raise ValueError(f"{value!r}: names starting with '__' are reserved for Prometheus")
+    if value in RESERVED_LABELS:
+        raise ValueError(
+            f"{value!r} is a label the exporter or Prometheus sets itself; choose another "
+            f"name (taken: {', '.join(sorted(RESERVED_LABELS))})"
+        )
+    return value
+
+
+LabelName = Annotated[str, Field(max_length=64), AfterValidator(_label_name)]
+
 USD = "USD"
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 
@@ -182,6 +242,10 @@ class AccountSettings(Strict):
     currency: CurrencyCode | None = None
     # In the account's currency; for a USD account the same as low_balance_usd.
     low_balance: Threshold | None = None
+    # Static labels of the account (its owner, its cost centre), for routing its alerts.
+    labels: dict[LabelName, LabelValue] = Field(default_factory=dict, max_length=MAX_ACCOUNT_LABELS)
+    # Where to pay, when not the provider's own page (a reseller, an internal request form).
+    top_up_url: TopUpUrl | None = None
 
     # The currency the provider's API reports money in. Built-in types read a fixed field of
     # a fixed API, so a different `currency:` could only mislabel the amount; a type whose

@@ -89,6 +89,14 @@ def test_the_entry_describes_itself(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ENTRIES)
+def test_the_page_to_pay_on_follows_the_host(name: str) -> None:
+    lines = entry_files()[name].splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("base_url:"))
+    assert lines[at + 1].startswith("top_up_url: https://")
+    assert entry_class(name).top_up_url == entry_class(name).entry.top_up_url
+
+
+@pytest.mark.parametrize("name", ENTRIES)
 async def test_the_documented_success_gives_the_exact_metrics(
     name: str, simulator: Simulator, make_exporter: ExporterFactory
 ) -> None:

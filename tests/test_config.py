@@ -10,8 +10,8 @@ import pytest
 
 from exporter.config import load_config, parse_config
 from exporter.configfile import ConfigError
-from exporter.providers import PROVIDERS
-from exporter.settings import parse_duration
+from exporter.providers import BUILT_IN, PROVIDERS
+from exporter.settings import RESERVED_LABELS, parse_duration
 from tests.helpers import write_config
 
 GOOD = """\
@@ -395,6 +395,34 @@ TESTDATA = Path(__file__).parent / "testdata"
             ":2: accounts[0].name: 'main account' is not a valid account name: it must start "
             "with a letter or digit and have only letters, digits, '_', '.', ':' and '-'",
         ),
+        (
+            "invalid-label-reserved.yml",
+            ":7: accounts[0].labels.job: 'job' is a label the exporter or Prometheus sets "
+            "itself; choose another name (taken: " + ", ".join(sorted(RESERVED_LABELS)) + ")",
+        ),
+        (
+            "invalid-label-name.yml",
+            ":6: accounts[0].labels.cost-centre: 'cost-centre' is not a Prometheus label name: "
+            "letters, digits and '_', not starting with a digit",
+        ),
+        (
+            "invalid-label-dunder.yml",
+            ":5: accounts[0].labels.__name__: '__name__': names starting with '__' are "
+            "reserved for Prometheus",
+        ),
+        (
+            "invalid-top-up-url.yml",
+            ":5: accounts[0].top_up_url: must be an http:// or https:// URL with a host",
+        ),
+        (
+            "invalid-top-up-url-credentials.yml",
+            ":5: accounts[0].top_up_url: must not carry credentials: it is shown on every "
+            "alert and page",
+        ),
+        (
+            "invalid-key-in-label.yml",
+            ":6: accounts[0].labels.owner: contains the account's key or a secret",
+        ),
     ],
 )
 def test_invalid_config_fixtures(fixture: str, expected: str) -> None:
@@ -462,3 +490,46 @@ def test_config_and_key_file_must_be_regular_files(tmp_path: Path) -> None:
             ]
         else:
             assert outcome == [f"{fifo}: cannot read config file: is a FIFO, not a regular file"]
+
+
+def test_an_account_knows_its_service_its_page_to_pay_on_and_its_labels() -> None:
+    text = """\
+accounts:
+  - name: search
+    provider: serpapi
+    api_key_env: KEY
+    labels: {team: growth, cost_centre: cc-42}
+  - name: search-resold
+    provider: serpapi
+    api_key_env: KEY
+    top_up_url: https://reseller.example.com/pay?service=serpapi
+  - name: own-api
+    provider: http_json
+    api_key_env: KEY
+    request: {url: "https://balance.example.com/v1/left", headers: {X-Key: "{api_key}"}}
+    values: {balance_usd: left}
+"""
+    search, resold, own = parse_config(text, environ={"KEY": "k-123456"}).accounts
+    assert (search.service, search.top_up_url) == ("SerpApi", "https://serpapi.com/change-plan")
+    assert search.labels == (("cost_centre", "cc-42"), ("team", "growth"))
+    assert resold.top_up_url == "https://reseller.example.com/pay?service=serpapi"
+    assert resold.labels == ()
+    # A configured API names no service: its host does; where to pay is only what the config says.
+    assert (own.service, own.top_up_url) == ("balance.example.com", None)
+
+
+def test_every_built_in_service_knows_where_to_pay() -> None:
+    for name, provider in BUILT_IN.items():
+        if name != "http_json":
+            assert provider.top_up_url is not None, name
+            assert provider.top_up_url.startswith("https://"), name
+
+
+def test_more_than_sixteen_labels_are_refused() -> None:
+    labels = ", ".join(f"l{i}: v" for i in range(17))
+    text = (
+        f"accounts:\n  - {{name: a, provider: twocaptcha, api_key_env: K, labels: {{{labels}}}}}\n"
+    )
+    [line] = problems_of(text, K="k-123456")
+    assert line.startswith("cfg.yml:2: accounts[0].labels: ")
+    assert "at most 16" in line

@@ -96,6 +96,8 @@ class AntiCaptcha(AntigateProvider):
     type_name = "anticaptcha"
     service_names = ("Anti-Captcha", "AntiCaptcha.com")
     default_base_url = "https://api.anti-captcha.com"
+    # Anti-Captcha's "Add funds" page, in the client area.
+    top_up_url = "https://anti-captcha.com/clients/finance/refill"
     settings_model = AntiCaptchaSettings
     min_interval = 30.0
 

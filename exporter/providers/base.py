@@ -31,6 +31,9 @@ class Provider(ABC):
     # The service's own names, as someone may write them for `provider` ("did you mean").
     service_names: ClassVar[tuple[str, ...]] = ()
     default_base_url: ClassVar[str | None] = None
+    # The service's page where its users pay or top up (an account's `top_up_url` overrides
+    # it); None when the type cannot know it (http_json, a self-hosted decaptcha).
+    top_up_url: ClassVar[str | None] = None
     settings_model: ClassVar[type[AccountSettings]] = AccountSettings
     # Whatever cache_ttl says, the upstream is not asked more often than this (seconds);
     # within it, the last result, success or failure, is reused.
@@ -64,6 +67,11 @@ class Provider(ABC):
         None when the config gives none and the type has no default; the loader refuses that.
         """
         return settings.base_url or cls.default_base_url
+
+    @classmethod
+    def service(cls, settings: AccountSettings) -> str:
+        """What the account is an account of, in words (the `service` label)."""
+        return cls.service_names[0] if cls.service_names else cls.type_name
 
     @property
     def api_key(self) -> str:

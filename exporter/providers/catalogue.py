@@ -36,6 +36,7 @@ from exporter.settings import (
     SecretName,
     SecretSource,
     Strict,
+    TopUpUrl,
 )
 
 Family = Literal["captcha", "proxy", "scraping", "serp", "sms", "enrichment", "llm", "messaging"]
@@ -55,6 +56,8 @@ class Entry(Strict):
     source_strength: SourceStrength
     source: list[Annotated[str, Field(pattern=r"^https://")]] = Field(min_length=1)
     base_url: BaseUrl
+    # The service's page where an account is paid for or topped up (cited in the file).
+    top_up_url: TopUpUrl
     # For the README's providers table: what the metrics say, and where the key travels.
     reports: Annotated[str, Field(min_length=1)]
     key: Annotated[str, Field(min_length=1)]
@@ -153,6 +156,10 @@ class CatalogueProvider(HttpJson):
     url_setting: ClassVar[tuple[str, ...]] = ("base_url",)
 
     @classmethod
+    def service(cls, settings: AccountSettings) -> str:
+        return cls.entry.service
+
+    @classmethod
     def definition_of(cls, settings: AccountSettings) -> HttpJsonSettings:
         """The entry's definition, asking the account's `base_url` if it sets one."""
         return cls._definition(settings.base_url)
@@ -184,6 +191,7 @@ def provider_for(type_name: str, entry: Entry) -> type[CatalogueProvider]:
             "type_name": type_name,
             "service_names": (entry.service,),
             "default_base_url": entry.base_url,
+            "top_up_url": entry.top_up_url,
             "settings_model": settings_model,
             "min_interval": entry.min_interval,
             "entry": entry,

@@ -10,3 +10,5 @@ class DataLabs(AntigateProvider):
     type_name = "datalabs"
     service_names = ("DataLabs",)
     default_base_url = "https://captcha.datalabs.net"
+    # DataLabs' site, where the captcha balance is bought (https://docs.datalabs.net).
+    top_up_url = "https://datalabs.net"

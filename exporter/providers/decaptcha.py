@@ -20,6 +20,8 @@ class DeCaptcha(Provider):
     type_name = "decaptcha"
     service_names = ("DeCaptcha",)
     default_base_url = None
+    # DeCaptcha's balance documentation: "to add funds ... contact our support team".
+    top_up_url = "https://decaptcha.net/api/balance"
 
     async def fetch(self, http: AccountHttp) -> Reading:
         answer = await http.request("GET", "/api/balance", headers={"x-api-key": self.api_key})

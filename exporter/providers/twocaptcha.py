@@ -10,3 +10,5 @@ class TwoCaptcha(AntigateProvider):
     type_name = "twocaptcha"
     service_names = ("2Captcha", "2Captcha.com")
     default_base_url = "https://api.2captcha.com"
+    # 2Captcha's payment page.
+    top_up_url = "https://2captcha.com/pay"

@@ -19,6 +19,9 @@ class VastCap(Provider):
     type_name = "vastcap"
     service_names = ("VastCap",)
     default_base_url = "https://captcha.vast.sh/api/solver"
+    # The way to "the VastCap Dashboard", where its docs say the balance is topped up
+    # (https://docs.vast.sh/api-reference/account/get-balance).
+    top_up_url = "https://vast.sh"
 
     async def fetch(self, http: AccountHttp) -> Reading:
         answer = await http.request("POST", "/getBalance", json_body={"clientKey": self.api_key})

@@ -103,6 +103,12 @@ class HttpJson(Provider):
         return cls.definition_of(settings).request.url
 
     @classmethod
+    def service(cls, settings: AccountSettings) -> str:
+        # A configured API has no name of its own here: the host it asks says which it is.
+        host = urllib.parse.urlsplit(cls.definition_of(settings).request.url).hostname
+        return host or cls.type_name
+
+    @classmethod
     def secret_sources(cls, settings: AccountSettings) -> Mapping[str, SecretSource]:
         assert isinstance(settings, NamesSecrets)
         return settings.secrets
