@@ -270,11 +270,12 @@ def validation_problems(
 
 
 def _clean_loc(loc: tuple[int | str, ...]) -> Loc:
-    """Drop pydantic's markers of validator and union branches from a location."""
+    """Drop pydantic's markers of validator and union branches from a location (a union told
+    apart by shape tags its branches `<like-this>`)."""
     return tuple(
         part
         for part in loc
-        if isinstance(part, int) or not (part.startswith("function-") or part == "[key]")
+        if isinstance(part, int) or not (part.startswith(("function-", "<")) or part == "[key]")
     )
 
 

@@ -59,10 +59,12 @@ def _url(text: str) -> yarl.URL:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A complete upstream response: status and (capped) body."""
+    """A complete upstream response: status, headers and (capped) body."""
 
     status: int
     body: bytes
+    # Case-insensitive, as HTTP header names are (aiohttp's own view of the response's).
+    headers: Mapping[str, str]
 
     @property
     def ok(self) -> bool:
@@ -277,7 +279,7 @@ class AccountHttp:
             if length > MAX_BODY_BYTES:
                 raise CollectError(Reason.INVALID_RESPONSE, "body larger than 1 MiB")
             # The parser reads exactly the announced length, no more: no need to count.
-            return Answer(status, await response.read())
+            return Answer(status, await response.read(), response.headers)
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(64 * 1024):
@@ -285,4 +287,4 @@ class AccountHttp:
             if size > MAX_BODY_BYTES:
                 raise CollectError(Reason.INVALID_RESPONSE, "body larger than 1 MiB")
             chunks.append(chunk)
-        return Answer(status, b"".join(chunks))
+        return Answer(status, b"".join(chunks), response.headers)

@@ -22,12 +22,19 @@ filled in the path of `request.url`, header values, `query` values, the string v
 `json` body, `form` values and `basic_auth`; any other `{...}` is sent as it is. The host, a
 static query string and everything the exporter prints about a request never carry one.
 `values` and `error` are JMESPath expressions (with the arithmetic functions of
-`exporter.providers.http_json.expressions`), compiled and checked when the config loads; a plain-text
-answer (`response: {format: text, pattern: ...}`) is read through the named groups of a
-regular expression. A value may be a JSON number or a numeric string (`"1,250.75"`); a
-configured value that is null or missing, not a number, NaN or infinite is `invalid_response`.
+`exporter.providers.http_json.expressions`, and `header('Name')` for a response header),
+compiled and checked when the config loads; a plain-text answer (`response: {format: text,
+pattern: ...}`) is read through the named groups of a regular expression. A value may be a
+JSON number or a numeric string (`"1,250.75"`); a configured value that is null or missing,
+not a number, NaN or infinite is `invalid_response`. A value only some answers hold is written
+`{path: ..., when: ...}` (a credit takes `when` too): read when `when` is true, else absent
+from that collection; an answer that holds none of the values is `invalid_response`.
 `balance_usd` may be negative (postpaid accounts do go below zero, and that is what the alert
 is for); credits and daily limits may not.
+
+A `login` (`request`, `token`, `expires_in` or `lifetime`, and its own `error` and
+`error_reasons`) trades the key for a token first; an OAuth 2 client-credentials grant is a
+login whose form (or Basic auth) carries the client's id and secret.
 
 Money in another currency is `balance` (in the account's `currency`, default USD), or
 `balance` with `currency`: where the answer says which currency it is. A currency read from

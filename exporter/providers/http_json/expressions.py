@@ -10,12 +10,16 @@ limit minus used, cents to dollars.
 
 Arguments are JSON numbers or numeric strings (`"1,250.75"`, as `values` accepts them). A
 missing or non-numeric argument, or a division by zero, makes the value `invalid_response`.
-Unknown functions, wrong argument counts and multi-selects that multiply past `MAX_FAN_OUT`
+`header('Name')` is a response header's value (the name is case-insensitive; null when the
+answer has no such header), for services that report quota only in headers. Unknown
+functions, wrong argument counts, a `header()` of anything but one quoted header name and multi-selects that multiply past `MAX_FAN_OUT`
 are config errors; the work one answer's expressions may do is bounded by a `Budget`.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import jmespath
@@ -32,6 +36,11 @@ if TYPE_CHECKING:
     from jmespath.visitor import _TreeNode
 
 MAX_EXPRESSION_CHARS = 1000
+# Reads a response header; not a jmespath function, because its value is the answer's, not
+# the document's: the interpreter answers it.
+HEADER_FUNCTION = "header"
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+NO_HEADERS: Mapping[str, str] = {}
 # `[a, b]` and `{x: a, y: b}` copy their input once per item; nested or chained, the copies
 # multiply (`[@,@][]` twenty times over is a million values from one). An expression whose
 # items multiply past this is refused at load.
@@ -158,6 +167,9 @@ def _check_functions(node: Any) -> None:
     if not isinstance(node, dict):
         return
     children = node.get("children") or []
+    if node.get("type") == "function_expression" and node.get("value") == HEADER_FUNCTION:
+        _check_header_call(children)
+        return
     if node.get("type") == "function_expression":
         name = node.get("value")
         entry = FUNCTION_TABLE.get(name) if isinstance(name, str) else None
@@ -172,6 +184,20 @@ def _check_functions(node: Any) -> None:
             )
     for child in children:
         _check_functions(child)
+
+
+def _check_header_call(arguments: list[Any]) -> None:
+    # The name is fixed in the config, so a typo is found at load and not at every scrape.
+    [name] = arguments if len(arguments) == 1 else [None]
+    value = name.get("value") if isinstance(name, dict) and name.get("type") == "literal" else None
+    if not isinstance(value, str) or not HEADER_NAME_RE.match(value):
+        raise ValueError("header() takes one header name in quotes, like header('X-Credits-Left')")
+
+
+def header_name(node: Any) -> str:
+    """The header a checked `header(...)` call reads."""
+    name: str = node["children"][0]["value"]
+    return name
 
 
 def _checked_expression(text: str) -> str:
@@ -212,9 +238,15 @@ class _BudgetedInterpreter(TreeInterpreter):
     every endpoint (`/-/healthy` too) waiting past the account's timeout.
     """
 
-    def __init__(self, budget: Budget) -> None:
+    def __init__(self, budget: Budget, headers: Mapping[str, str]) -> None:
         super().__init__(_SEARCH_OPTIONS)
         self._budget = budget
+        self._headers = headers
+
+    def visit_function_expression(self, node: _TreeNode, value: Any) -> Any:
+        if node["value"] == HEADER_FUNCTION:
+            return self._headers.get(header_name(node))
+        return super().visit_function_expression(node, value)
 
     def visit(self, node: _TreeNode, *args: Any, **kwargs: Any) -> Any:
         self._budget.spend(1)
@@ -239,9 +271,21 @@ _BUILDING_NODES = frozenset(
 )
 
 
-def search(expression: ParsedResult, body: Any, what: str, budget: Budget) -> Any:
+def is_true(value: Any) -> bool:
+    """JMESPath's truth: null, false and empty strings, lists and objects are false; 0 is true."""
+    return value is not None and value is not False and value not in ("", [], {})
+
+
+def search(
+    expression: ParsedResult,
+    body: Any,
+    what: str,
+    budget: Budget,
+    headers: Mapping[str, str] = NO_HEADERS,
+) -> Any:
+    """What `expression` finds in `body` (and, with `header()`, in the answer's `headers`)."""
     try:
-        return _BudgetedInterpreter(budget).visit(expression.parsed, body)
+        return _BudgetedInterpreter(budget, headers).visit(expression.parsed, body)
     except jmespath_errors.JMESPathError:
         # The message would quote the answer; say only which expression failed.
         raise CollectError(

@@ -10,16 +10,18 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from jmespath.parser import ParsedResult
 from pydantic import SecretStr
 
 from exporter import logs
 from exporter.model import CollectError, Credit, Reading, Reason, finite_number, numeric_string
 from exporter.providers.base import Provider, status_error
-from exporter.providers.http_json.expressions import Budget, compile_expression, search
+from exporter.providers.http_json.expressions import Budget, compile_expression, is_true, search
 from exporter.providers.http_json.settings import (
     HEADER_VALUE_RE,
     KEY_NAME,
     TOKEN_NAME,
+    ConditionalValue,
     ErrorReasons,
     HttpJsonSettings,
     RequestSettings,
@@ -59,19 +61,29 @@ class HttpJson(Provider):
         self.config = config
         values = config.values
         self._scalars = [
-            (name, compile_expression(text), minimum)
-            for name, text, minimum in (
+            (name, *_path_and_condition(value), minimum)
+            for name, value, minimum in (
                 ("balance", values.balance, None),
                 ("balance_usd", values.balance_usd, None),
                 ("daily_limit_remaining", values.daily_limit_remaining, 0.0),
                 ("daily_limit_reset_seconds", values.daily_limit_reset_seconds, 0.0),
             )
-            if text is not None
+            if value is not None
         ]
         self._credits = [
-            (credit.credit_type, credit.pool, compile_expression(credit.path))
+            (
+                credit.credit_type,
+                credit.pool,
+                compile_expression(credit.path),
+                None if credit.when is None else compile_expression(credit.when),
+            )
             for credit in values.credits
         ]
+        # Without conditions every value is read or the collection fails; with them, an
+        # answer may hold none of them, which is no reading either.
+        self._conditional = any(when is not None for *_, when in self._credits) or any(
+            when is not None for _, _, when, _ in self._scalars
+        )
         self._error = None if config.error is None else compile_expression(config.error)
         self._currency = None if values.currency is None else compile_expression(values.currency)
         self._configured_currency = config.known_currency()
@@ -80,6 +92,8 @@ class HttpJson(Provider):
         self._status_reasons = {
             status: Reason(name) for status, name in config.status_reasons.items()
         }
+        # Statuses that mean what they mean whatever the body says.
+        self._refused_unread = frozenset(self._status_reasons) | {401, 403}
         response = config.response
         self._pattern = None if response.pattern is None else re.compile(response.pattern)
         login = config.login
@@ -89,6 +103,12 @@ class HttpJson(Provider):
             if login is None or login.expires_in is None
             else compile_expression(login.expires_in)
         )
+        self._login_error = (
+            None if login is None or login.error is None else compile_expression(login.error)
+        )
+        self._login_error_reasons = (
+            ErrorReasons() if login is None or login.error_reasons is None else login.error_reasons
+        ).by_value()
         self._token: str | None = None
         self._token_expires = 0.0
 
@@ -122,17 +142,17 @@ class HttpJson(Provider):
             answer = await self._send(http, self.config.request, values)
         else:
             answer = await self._send_with_token(http, values)
-        if answer.status in self._status_reasons or answer.status in (401, 403):
+        if answer.status in self._refused_unread:
             raise self._status_error(answer)
         if not self._ok(answer.status):
             raise self._refusal(answer)
         document = self._document(answer)
         budget = Budget()
         if self._error is not None:
-            flagged = search(self._error, document, "error", budget)
+            flagged = search(self._error, document, "error", budget, answer.headers)
             if flagged is not None:
-                raise self._error_for(flagged, "")
-        return self._read(document, budget)
+                raise _error_for(flagged, self._error_reasons, "")
+        return self._read(document, budget, answer.headers)
 
     async def _send(
         self, http: AccountHttp, request: RequestSettings, values: Mapping[str, str]
@@ -184,17 +204,23 @@ class HttpJson(Provider):
         self._token = None
         answer = await self._send(http, login.request, values)
         if not answer.ok:
-            error = self._status_error(answer)
-            raise CollectError(error.reason, f"login: {error.cause}")
+            if self._login_error is None or answer.status in self._refused_unread:
+                error = self._status_error(answer)
+                raise CollectError(error.reason, f"login: {error.cause}")
+            raise self._refusal(answer, self._login_error, self._login_error_reasons, "login: ")
         document = answer.json()
         budget = Budget()
-        token = search(self._token_expression, document, "login.token", budget)
+        if self._login_error is not None:
+            flagged = search(self._login_error, document, "login.error", budget, answer.headers)
+            if flagged is not None:
+                raise _error_for(flagged, self._login_error_reasons, "login: ")
+        token = search(self._token_expression, document, "login.token", budget, answer.headers)
         if not isinstance(token, str) or not token or not HEADER_VALUE_RE.match(token):
             raise CollectError(Reason.INVALID_RESPONSE, "login.token is not a printable string")
         logs.register_secret(token)
         lifetime = math.inf
         if self._expires_in is not None:
-            found = search(self._expires_in, document, "login.expires_in", budget)
+            found = search(self._expires_in, document, "login.expires_in", budget, answer.headers)
             lifetime = read_number(found, "login.expires_in", 0.0)
         elif login.lifetime is not None:
             lifetime = login.lifetime
@@ -231,59 +257,95 @@ class HttpJson(Provider):
         # An answer the pattern does not read is offered whole as `text`, for `error`.
         return match.groupdict() if match is not None else {"text": text}
 
-    def _error_for(self, value: object, prefix: str) -> CollectError:
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            reason = None
-        else:
-            reason = self._error_reasons.get(str(value))
-        if reason is None:
-            return CollectError(Reason.PROVIDER_ERROR, f"{prefix}error field set")
-        # Only a value the config lists is named: the provider's own text never is.
-        return CollectError(reason, f"{prefix}error {value}")
+    def _refusal(
+        self,
+        answer: Answer,
+        error: ParsedResult | None = None,
+        reasons: Mapping[str, Reason] | None = None,
+        prefix: str = "",
+    ) -> CollectError:
+        """A client error that says so in its `error` field is the provider's; others, HTTP's.
 
-    def _refusal(self, answer: Answer) -> CollectError:
-        """A client error that says so in its `error` field is the provider's; others, HTTP's."""
-        if self._error is not None and 400 <= answer.status < 500:
+        The balance call's `error` by default; a login's answer is JSON, read with its own."""
+        login = error is not None
+        error = error if login else self._error
+        if error is not None and 400 <= answer.status < 500:
             try:
-                flagged = search(self._error, self._document(answer), "error", Budget())
+                document = answer.json() if login else self._document(answer)
+                flagged = search(error, document, "error", Budget(), answer.headers)
             except CollectError:
                 flagged = None
             if flagged is not None:
-                return self._error_for(flagged, f"HTTP {answer.status}, ")
-        return status_error(answer)
+                return _error_for(
+                    flagged,
+                    self._error_reasons if reasons is None else reasons,
+                    f"{prefix}HTTP {answer.status}, ",
+                )
+        refused = status_error(answer)
+        return refused if not prefix else CollectError(refused.reason, prefix + refused.cause)
 
-    def _read(self, body: Any, budget: Budget) -> Reading:
+    def _read(self, body: Any, budget: Budget, headers: Mapping[str, str]) -> Reading:
         found: dict[str, float] = {}
-        for name, expression, minimum in self._scalars:
+        for name, expression, when, minimum in self._scalars:
             what = f"values.{name}"
-            found[name] = read_number(search(expression, body, what, budget), what, minimum)
-        credits = tuple(
-            Credit(
-                credit_type,
-                pool,
-                read_number(
-                    search(expression, body, f"values.credits[{i}]", budget),
-                    f"values.credits[{i}]",
-                    0.0,
-                ),
+            if when is not None and not is_true(
+                search(when, body, what + ".when", budget, headers)
+            ):
+                continue
+            found[name] = read_number(
+                search(expression, body, what, budget, headers), what, minimum
             )
-            for i, (credit_type, pool, expression) in enumerate(self._credits)
-        )
-        if self._currency is None:
+        credits: list[Credit] = []
+        for i, (credit_type, pool, expression, when) in enumerate(self._credits):
+            what = f"values.credits[{i}]"
+            if when is not None and not is_true(
+                search(when, body, what + ".when", budget, headers)
+            ):
+                continue
+            number = read_number(search(expression, body, what, budget, headers), what, 0.0)
+            credits.append(Credit(credit_type, pool, number))
+        if self._conditional and not found and not credits:
+            raise CollectError(
+                Reason.INVALID_RESPONSE, "values: the answer holds none of them (no when held)"
+            )
+        money = found.get("balance", found.get("balance_usd"))
+        if money is None:
+            # Which currency money would be in is no question when there is none.
+            currency = None
+        elif self._currency is None:
             currency = self._configured_currency
         else:
-            currency = read_currency(search(self._currency, body, "values.currency", budget))
-        money = found.get("balance", found.get("balance_usd"))
+            found_currency = search(self._currency, body, "values.currency", budget, headers)
+            currency = read_currency(found_currency)
         in_usd = currency == USD
         return Reading(
             balance_usd=money if in_usd else None,
             balance=None if in_usd else money,
             # A USD account by config reads as every built-in's does.
             currency=None if in_usd and self._currency is None else currency,
-            credits=credits,
+            credits=tuple(credits),
             daily_limit_remaining=found.get("daily_limit_remaining"),
             daily_limit_reset_seconds=found.get("daily_limit_reset_seconds"),
         )
+
+
+def _path_and_condition(
+    value: str | ConditionalValue,
+) -> tuple[ParsedResult, ParsedResult | None]:
+    if isinstance(value, ConditionalValue):
+        return compile_expression(value.path), compile_expression(value.when)
+    return compile_expression(value), None
+
+
+def _error_for(value: object, reasons: Mapping[str, Reason], prefix: str) -> CollectError:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        reason = None
+    else:
+        reason = reasons.get(str(value))
+    if reason is None:
+        return CollectError(Reason.PROVIDER_ERROR, f"{prefix}error field set")
+    # Only a value the config lists is named: the provider's own text never is.
+    return CollectError(reason, f"{prefix}error {value}")
 
 
 def read_currency(value: Any) -> str:

@@ -11,7 +11,15 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    JsonValue,
+    Tag,
+    field_validator,
+    model_validator,
+)
 from yarl import URL
 
 from exporter.model import Reason
@@ -271,31 +279,59 @@ class LoginSettings(Strict):
     # the token is used until the balance call answers 401.
     expires_in: Expression | None = None
     lifetime: PositiveDuration | None = None
+    # As the balance call's: a token endpoint refuses in its own words (OAuth 2's
+    # `{"error": "invalid_client"}` with a 400), which `error_reasons` says mean a wrong key.
+    error: Expression | None = None
+    error_reasons: ErrorReasons | None = None
 
     @model_validator(mode="after")
     def _one_lifetime(self) -> Self:
         if self.expires_in is not None and self.lifetime is not None:
             raise ValueError("give expires_in (read from the answer) or lifetime, not both")
+        if self.error_reasons is not None and self.error is None:
+            raise ValueError("error_reasons maps values of error: give error too")
         return self
 
 
 # -- values -----------------------------------------------------------------------------
 
 
+class ConditionalValue(Strict):
+    """A value some answers hold and others do not: read only when `when` is true (JMESPath's
+    truth: not null, false or empty), else absent from that collection, never a made-up zero.
+    An account that answers in money or in credits (a `type` field) reads each under its
+    condition; a field that may be null says so with itself as the condition."""
+
+    path: Expression
+    when: Expression
+
+
+def _value_form(value: object) -> str:
+    return "<conditional>" if isinstance(value, dict) else "<expression>"
+
+
+# Told apart by shape, so that a wrong value gets its own form's error and not both forms'.
+ValueExpression = Annotated[
+    Annotated[Expression, Tag("<expression>")] | Annotated[ConditionalValue, Tag("<conditional>")],
+    Discriminator(_value_form),
+]
+
+
 class CreditPath(Strict):
     credit_type: LabelValue
     pool: LabelValue
     path: Expression
+    when: Expression | None = None
 
 
 class ValueSettings(Strict):
     # Money left in the account's currency; `balance_usd` is its older name, for USD only.
-    balance: Expression | None = None
-    balance_usd: Expression | None = None
+    balance: ValueExpression | None = None
+    balance_usd: ValueExpression | None = None
     # Where the answer says which currency `balance` is in.
     currency: Expression | None = None
-    daily_limit_remaining: Expression | None = None
-    daily_limit_reset_seconds: Expression | None = None
+    daily_limit_remaining: ValueExpression | None = None
+    daily_limit_reset_seconds: ValueExpression | None = None
     credits: list[CreditPath] = Field(default_factory=list, max_length=MAX_CREDITS)
 
     @field_validator("credits")
