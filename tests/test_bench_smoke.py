@@ -14,17 +14,21 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration
 
 
-def test_quick_benchmark_prints_the_whole_table() -> None:
+def quick_benchmark(*args: str) -> str:
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench.py"), "--quick"],
+        [sys.executable, str(ROOT / "bench" / "bench.py"), "--quick", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=False,
     )
     assert run.returncode == 0, run.stderr
-    out = run.stdout
+    return run.stdout
+
+
+def test_quick_benchmark_prints_the_whole_table() -> None:
+    out = quick_benchmark()
     for heading in (
         "apibalance-exporter benchmark:",
         "Uncached scrapes (cache_ttl 0s)",
@@ -43,6 +47,8 @@ def test_quick_benchmark_prints_the_whole_table() -> None:
         "by hand/median",
         "scrapes/s (10 scrapers)",
         "CPU ms/scrape",
+        "soak scrapes",
+        "RSS MiB before soak",
     ):
         assert column in out, column
     # The uncached row: 10 accounts at 50 ms, max_concurrency 10, and the by-hand ratio.
@@ -55,7 +61,9 @@ def test_quick_benchmark_prints_the_whole_table() -> None:
         "1000 accounts at 200 ms",
         "exporter CPU <= 0.3 ms per account",
         "cached scrape of 1000 accounts",
-        "RSS < 100 MiB at 1000 accounts",
+        "RSS <= 45 MiB at 10 accounts",
+        "RSS <= 100 MiB at 1000 accounts",
+        "RSS flat over",
         "zero new upstream connections per scrape",
     ):
         assert goal in out, goal
@@ -67,3 +75,15 @@ def row_after(out: str, title: str) -> list[str]:
     start = next(i for i, line in enumerate(lines) if line.startswith(title))
     # title, column names, dashes, then the rows
     return lines[start + 3].split()
+
+
+def test_a_baseline_is_measured_beside_this_tree() -> None:
+    # The same interpreter twice is enough to see both builds scraped and reported.
+    out = quick_benchmark("--baseline", sys.executable)
+    assert "Builds compared interleaved" in out
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Uncached"))
+    assert lines[start + 3].split()[:3] == ["this", "tree", "10"]
+    assert lines[start + 4].split()[:2] == ["baseline", "10"]
+    assert "Goals (this tree)" in out
+    assert "Goals (baseline)" in out
