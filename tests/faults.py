@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import zlib
 
 from aiohttp import web
 
@@ -102,6 +104,29 @@ def endless_body() -> Fault:
         return response
 
     return fault
+
+
+@functools.cache
+def _inflating(encoding: str, inflated_mib: int, tail: bytes) -> bytes:
+    """`inflated_mib` MiB of JSON whitespace, then `tail`, compressed once per test run."""
+    bits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}[encoding]
+    packer = zlib.compressobj(9, zlib.DEFLATED, bits)
+    spaces = b" " * (1 << 20)
+    parts = [packer.compress(spaces) for _ in range(inflated_mib)]
+    return b"".join([*parts, packer.compress(tail), packer.flush()])
+
+
+def compression_bomb(
+    encoding: str = "gzip",
+    inflated_mib: int = 64,
+    tail: bytes = b'{"errorId": 0, "balance": 1.0}',
+) -> Fault:
+    """A small compressed body (64 KiB for 64 MiB) that inflates past any cap: a valid answer
+    after `inflated_mib` MiB of whitespace, which a client decoding it whole reads as fine."""
+    body = _inflating(encoding, inflated_mib, tail)
+    return respond(
+        200, body, headers={"Content-Encoding": encoding}, content_type="application/json"
+    )
 
 
 def redirect(location: str, status: int = 302) -> Fault:

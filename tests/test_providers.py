@@ -3,8 +3,10 @@ shape, and the answers no document promises (HTML, wrong types, NaN, timeouts)."
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
+import zlib
 from typing import Any
 
 import aiohttp
@@ -274,6 +276,55 @@ async def test_connection_refused(upstream: Upstream) -> None:
     )
     [snapshot] = await Engine(config, upstream).collect()
     assert reason_of(snapshot) is Reason.CONNECTION
+
+
+ANSWER = b'{"errorId": 0, "balance": 3.25}'
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        pytest.param("gzip", gzip.compress(ANSWER), id="gzip"),
+        pytest.param("x-gzip", gzip.compress(ANSWER), id="x-gzip"),
+        # RFC 1952: a gzip body may be several members, one after the other.
+        pytest.param("gzip", gzip.compress(ANSWER[:10]) + gzip.compress(ANSWER[10:]), id="members"),
+        pytest.param("deflate", zlib.compress(ANSWER), id="deflate"),
+        pytest.param("deflate", _raw_deflate(ANSWER), id="raw deflate"),
+        pytest.param("identity", ANSWER, id="identity"),
+    ],
+)
+async def test_a_compressed_answer_is_read(
+    simulator: Simulator, upstream: Upstream, encoding: str, body: bytes
+) -> None:
+    answer = respond(200, body, headers={"Content-Encoding": encoding})
+    snapshot = await collect(simulator, upstream, "datalabs", answer)
+    assert snapshot.outcome.ok, snapshot.outcome.error
+    assert snapshot.outcome.reading is not None
+    assert snapshot.outcome.reading.balance_usd == 3.25
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "detail"),
+    [
+        ("gzip", gzip.compress(ANSWER)[:-12], "gzip body ends before its stream does"),
+        ("gzip", b"not gzip at all", "body is not valid gzip"),
+        ("zstd", b"(\xb5/\xfd", "body in an encoding not asked for: zstd"),
+        ("gzip, br", gzip.compress(ANSWER), "body in an encoding not asked for: gzip, br"),
+    ],
+)
+async def test_a_broken_or_unasked_encoding_is_invalid(
+    simulator: Simulator, upstream: Upstream, encoding: str, body: bytes, detail: str
+) -> None:
+    answer = respond(200, body, headers={"Content-Encoding": encoding})
+    snapshot = await collect(simulator, upstream, "datalabs", answer)
+    assert reason_of(snapshot) is Reason.INVALID_RESPONSE
+    assert snapshot.outcome.error is not None
+    assert snapshot.outcome.error.cause == detail
 
 
 # -- anticaptcha ------------------------------------------------------------------------
