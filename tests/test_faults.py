@@ -26,7 +26,15 @@ from exporter.demo import Fault, SimAccount, Simulator, delay, respond
 from exporter.model import Reason
 from exporter.providers import BUILT_IN
 from tests.conftest import AiohttpClient, ExporterFactory
-from tests.faults import endless_body, hang, huge_body, redirect, trickle, truncated_body
+from tests.faults import (
+    compression_bomb,
+    endless_body,
+    hang,
+    huge_body,
+    redirect,
+    trickle,
+    truncated_body,
+)
 from tests.helpers import account, assert_promtool_accepts_metrics, samples, value, write_config
 
 CANARY = "CANARY-9d1e4c7b2a-KEY"
@@ -116,6 +124,15 @@ CASES = [
     Case("64 MiB body", Reason.INVALID_RESPONSE, lambda f: huge_body()),
     Case("64 MiB announced", Reason.INVALID_RESPONSE, lambda f: huge_body(declare_length=True)),
     Case("endless body", Reason.INVALID_RESPONSE, lambda f: endless_body()),
+    # 64 KiB on the wire, under the cap; 64 MiB once inflated, over it.
+    Case("gzip bomb", Reason.INVALID_RESPONSE, lambda f: compression_bomb("gzip")),
+    Case("deflate bomb", Reason.INVALID_RESPONSE, lambda f: compression_bomb("deflate")),
+    # Never asked for: brotli (or zstd) would be decoded by another library, unbounded.
+    Case(
+        "brotli answer",
+        Reason.INVALID_RESPONSE,
+        lambda f: respond(200, b"\x1b\xff\xff", headers={"Content-Encoding": "br"}),
+    ),
     Case("redirect elsewhere", Reason.HTTP, lambda f: redirect("http://127.0.0.1:1/elsewhere")),
 ]
 
@@ -332,6 +349,65 @@ async def test_fault(
         for line in exporter_lines
         if "level=warn" in line
     )
+
+
+HUGE = "9" * 400
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "divide(n, `100`)",
+        "subtract(n, `1`)",
+        "subtract(`1`, n)",
+        "multiply(n, `2`)",
+        "add(n, number(s))",
+        "avg([n, n])",
+    ],
+)
+async def test_a_number_too_large_to_compute_is_one_warning(
+    path: str, simulator: Simulator, make_exporter: ExporterFactory, captured_logs: Capture
+) -> None:
+    """Integers of hundreds of digits through the arithmetic functions (seven catalogue
+    entries use them): `invalid_response` and one warning, every collection, no traceback."""
+    answer = {"n": int(HUGE), "s": HUGE}
+    simulator.add("json", SimAccount(CANARY, chaos=[(1.0, respond(200, answer))]))
+    _, client = await make_exporter(
+        {
+            "accounts": [
+                {
+                    "name": "faulty",
+                    "provider": "http_json",
+                    "api_key": CANARY,
+                    "cache_ttl": "0s",
+                    "request": {
+                        "url": simulator.base_url("json") + "/v1/balance",
+                        "headers": {"Authorization": "Bearer {api_key}"},
+                    },
+                    "values": {"balance_usd": path},
+                }
+            ]
+        }
+    )
+    for collection in (1, 2):
+        found = samples(await (await client.get("/metrics")).text())
+        assert value(found, "apibalance_up", provider="http_json", account="faulty") == 0.0
+        errors = value(
+            found,
+            "apibalance_collect_errors_total",
+            provider="http_json",
+            account="faulty",
+            reason="invalid_response",
+        )
+        assert errors == collection
+    exporter_lines = [line for line in captured_logs.text if " logger=exporter" in line]
+    assert [
+        line for line in exporter_lines if "level=warn" not in line and "account=" in line
+    ] == []
+    warnings = [line for line in exporter_lines if "level=warn" in line]
+    assert len(warnings) == 2, warnings
+    assert all("reason=invalid_response" in line for line in warnings)
+    assert not [line for line in captured_logs.text if "Traceback" in line or "level=error" in line]
 
 
 async def test_promtool_accepts_the_exposition_during_every_fault_at_once(

@@ -18,6 +18,7 @@ are config errors; the work one answer's expressions may do is bounded by a `Bud
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any
@@ -62,7 +63,12 @@ def _number(value: Any) -> float:
             return numeric_string(value, "an arithmetic argument", minimum=None)
         except CollectError:
             raise jmespath_errors.JMESPathError("not a number") from None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        # An integer of hundreds of digits: as `values` reads one, too large to be finite; the
+        # value read is then refused as not finite, like 1e999.
+        return math.inf if value > 0 else -math.inf
 
 
 class ArithmeticFunctions(functions.Functions):
@@ -290,6 +296,11 @@ def search(
         # The message would quote the answer; say only which expression failed.
         raise CollectError(
             Reason.INVALID_RESPONSE, f"{what}: the expression does not apply to this answer"
+        ) from None
+    except OverflowError:
+        # JMESPath's own avg() or sum() of integers of hundreds of digits.
+        raise CollectError(
+            Reason.INVALID_RESPONSE, f"{what}: a number in this answer is too large to compute"
         ) from None
     except _OverBudget:
         raise CollectError(
