@@ -26,7 +26,7 @@ WORKDIR /etc/apibalance
 USER 10001:10001
 EXPOSE 9877
 # With --web.config.file (TLS or basic auth) every endpoint is protected, this one too:
-# override the health check then (see README, "Security and deployment").
+# override the health check then (see docs/security.md, "TLS and basic auth").
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9877/-/healthy', timeout=4)"]
 ENTRYPOINT ["apibalance-exporter"]

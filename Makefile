@@ -56,7 +56,7 @@ typecheck: $(VENV)/.test-installed
 unit: $(VENV)/.test-installed tools
 	$(BIN)/pytest
 
-# The fast loop while changing code: every test but those marked integration (README: Development).
+# The fast loop while changing code: every test but those marked integration (docs/development.md).
 quick: $(VENV)/.test-installed
 	$(BIN)/pytest -q -m 'not integration'
 

@@ -1,4 +1,4 @@
-"""Command line: flags in the Prometheus exporter style (README: Command line)."""
+"""Command line: flags in the Prometheus exporter style (docs/configuration.md: Command line)."""
 
 from __future__ import annotations
 

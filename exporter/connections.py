@@ -1,4 +1,4 @@
-"""What one HTTP client can hold before it has logged in (README "Security and deployment").
+"""What one HTTP client can hold before it has logged in (docs/security.md: Limits on clients).
 
 aiohttp on its own keeps every connection it accepts, for an hour when idle, buffers up to
 128 header lines of 8 KiB each per request head and never gives up on a head that is still

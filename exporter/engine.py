@@ -98,7 +98,7 @@ class Snapshot:
 
 
 def scrape_budget(account_timeout: float, scrape_timeout: float | None) -> float:
-    """How long a scrape may wait for an account (README: Scrape budget)."""
+    """How long a scrape may wait for an account (docs/configuration.md: How collection behaves)."""
     if scrape_timeout is None or not math.isfinite(scrape_timeout) or scrape_timeout <= 0:
         return account_timeout
     # Below 1 s, leaving a fixed 0.5 s would leave nothing; leave half instead.

@@ -1,4 +1,4 @@
-"""The exporter's HTTP endpoints (README: Endpoints).
+"""The exporter's HTTP endpoints (docs/configuration.md: Endpoints).
 
 /metrics, /probe, /, /-/healthy, /-/ready and /-/reload; the landing page itself is
 exporter.landing, and what a reload does is exporter.reload.

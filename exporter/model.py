@@ -11,7 +11,8 @@ from exporter.settings import USD
 
 
 class Reason(enum.StrEnum):
-    """Why a collection failed. The values are the `reason` label, a fixed set (README: Metrics)."""
+    """Why a collection failed. The values are the `reason` label, a fixed set
+    (docs/configuration.md: Metrics)."""
 
     TIMEOUT = "timeout"
     CONNECTION = "connection"

@@ -1,5 +1,5 @@
-"""Reloading the config and the web config on SIGHUP or `POST /-/reload` (README: How
-collection behaves, Reload; TLS and basic auth: `--web.config.file`).
+"""Reloading the config and the web config on SIGHUP or `POST /-/reload` (docs/configuration.md:
+How collection behaves, Reload; docs/security.md: TLS and basic auth).
 
 Both files are loaded again and applied only if both are valid; otherwise the running ones
 stay, the reload is marked failed (`apibalance_config_last_reload_successful` 0, a notice on

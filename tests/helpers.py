@@ -89,19 +89,32 @@ def accounts_in(found: Samples, name: str) -> set[str]:
 
 
 README = Path(__file__).parent.parent / "README.md"
+DOCS = README.parent / "docs"
+
+
+def documentation() -> list[Path]:
+    """The README and the files of docs/ it links to: the documentation, in reading order."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def readme_text() -> str:
+    """The whole documentation as one text; each file starts with its `# ` title, so no
+    section runs on into the next file."""
+    return "\n".join(path.read_text(encoding="utf-8") for path in documentation())
 
 
 def readme_yaml(heading: str | None = None) -> list[str]:
-    """The ```yaml blocks of the README, or of its section under `heading` (`## ...`)."""
-    text = README.read_text(encoding="utf-8") if heading is None else readme_section(heading)
+    """The ```yaml blocks of the documentation, or of its section under `heading` (`## ...`)."""
+    text = readme_text() if heading is None else readme_section(heading)
     return yaml_blocks(text)
 
 
 def readme_section(heading: str, readme: str | None = None) -> str:
-    """The README's text (or `readme`'s) under `heading` (`### Docker`) up to the next heading
-    of its level or a higher one (a `#` line inside a code block is no heading)."""
+    """The documentation's text (or `readme`'s) under `heading` (`## Docker`) up to the next
+    heading of its level or a higher one (a `#` line inside a code block is no heading)."""
     level = len(heading.split()[0])
-    lines = (README.read_text(encoding="utf-8") if readme is None else readme).splitlines()
+    lines = (readme_text() if readme is None else readme).splitlines()
+    assert lines.count(heading) == 1, f"{heading!r} is a heading {lines.count(heading)} times"
     start = lines.index(heading)
     section, fenced = [], False
     for line in lines[start + 1 :]:
@@ -129,7 +142,7 @@ def free_port() -> int:
 # the exporter started as its own process).
 # A test that uses one, directly or through other test code or a fixture, is marked
 # `integration` at collection (tests/conftest.py), so `pytest -m 'not integration'` leaves
-# it out of the fast loop (README: Development) without a decorator to remember.
+# it out of the fast loop (docs/development.md) without a decorator to remember.
 INTEGRATION_HELPERS: set[Callable[..., Any]] = set()
 F = TypeVar("F", bound=Callable[..., Any])
 # A test that looks a program up on PATH needs it (a browser, a container runtime ...).

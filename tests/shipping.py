@@ -80,7 +80,7 @@ def scrape_until(
 
 
 def shell_commands(section: str) -> list[str]:
-    """The commands of a README section's ```sh blocks, continuation lines joined."""
+    """The commands of a documentation section's ```sh blocks, continuation lines joined."""
     commands = []
     for block in re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL):
         for command in block.replace("\\\n", " ").splitlines():

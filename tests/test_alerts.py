@@ -16,7 +16,7 @@ ROOT = Path(__file__).parent.parent
 RULES = sorted((ROOT / "alerts" / "rules").glob("*.yml"))
 RULE_TESTS = sorted((ROOT / "alerts" / "tests").glob("*.yml"))
 ALERTMANAGER = ROOT / "alerts" / "alertmanager.yml"
-README = ROOT / "README.md"
+RUNBOOK = ROOT / "docs" / "alerts.md"
 
 
 def alerting_rules() -> list[dict[str, Any]]:
@@ -51,9 +51,10 @@ def test_alert_follows_the_mixin_conventions(rule: dict[str, Any]) -> None:
     assert annotations["summary"].endswith(".")
     assert "description" in annotations
     anchor = rule["alert"].lower()
-    assert annotations["runbook_url"].endswith(f"README.md#{anchor}")
-    # The runbook section exists: a README heading whose GitHub anchor is the alert's name.
-    assert re.search(rf"^#+ {rule['alert']}$", README.read_text(), re.MULTILINE), rule["alert"]
+    assert annotations["runbook_url"].endswith(f"docs/alerts.md#{anchor}")
+    # The runbook section exists: a heading of docs/alerts.md whose GitHub anchor is the
+    # alert's name.
+    assert re.search(rf"^#+ {rule['alert']}$", RUNBOOK.read_text(), re.MULTILINE), rule["alert"]
 
 
 def test_per_account_alerts_name_provider_and_account() -> None:

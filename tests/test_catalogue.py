@@ -1,6 +1,7 @@
 """The catalogue: every entry's documented answers, served by the simulator over loopback, give
 the exact metrics and the right reason; an account of a catalogue type takes only the common
-keys and the secrets its service needs; the README shows every entry and its examples run."""
+keys and the secrets its service needs; the README lists every entry and the examples of
+docs/providers.md run."""
 
 from __future__ import annotations
 
@@ -27,11 +28,12 @@ from exporter.providers.catalogue import (
 )
 from exporter.upstream import Upstream
 from tests.conftest import ExporterFactory
-from tests.helpers import README, readme_yaml, samples
+from tests.helpers import README, readme_section, readme_yaml, samples
 
 KEY = "catalogue-key-0123456789abcdef"
 ENTRIES = sorted(CATALOGUE)
-SECTION = "## Ready providers: the catalogue"
+TABLE = "## Ready providers: the catalogue"  # in the README
+SECTION = "## Catalogue entries"  # docs/providers.md
 
 
 def entry_class(name: str) -> type[CatalogueProvider]:
@@ -287,9 +289,7 @@ async def test_the_requests_as_the_services_document_them(
 
 def readme_rows() -> dict[str, list[str]]:
     """The catalogue table of the README: type -> the cells of its row."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index(f"\n{SECTION}\n")
-    section = text[start : text.index("\n## ", start + 1)]
+    section = readme_section(TABLE, README.read_text(encoding="utf-8"))
     table = section[section.index("\n|---") :]
     rows: dict[str, list[str]] = {}
     for line in table.splitlines():

@@ -18,9 +18,9 @@ from exporter.metrics import AccountCollector
 from exporter.model import Reason
 from exporter.upstream import Upstream
 from tests.helpers import (
-    README,
     assert_promtool_accepts_metrics,
     http_json_account,
+    readme_section,
     readme_yaml,
     samples,
     series_of,
@@ -298,7 +298,7 @@ async def test_promtool_accepts_the_currency_series(
     assert_promtool_accepts_metrics(body)
 
 
-# -- the README's example ---------------------------------------------------------------
+# -- the documented example -------------------------------------------------------------
 
 SECTION = "## Currencies"
 
@@ -319,8 +319,7 @@ async def test_the_readme_example_gives_the_series_shown(
         acct["api_key"] = f"{name}-key"
         acct["request"]["url"] = simulator.base_url("json") + "/balance"
     text = exposition(await Engine(build_config(data, source="readme"), upstream).collect())
-    readme = README.read_text(encoding="utf-8")
-    section = readme[readme.index(f"\n{SECTION}\n") :]
+    section = readme_section(SECTION)
     shown = re.search(r"```text\n(.*?)```", section, flags=re.DOTALL)
     assert shown is not None
     for line in shown.group(1).splitlines():

@@ -247,12 +247,12 @@ def test_the_build_context_installs_and_runs(tmp_path: Path) -> None:
     assert "textverified-main" in once.stdout
 
 
-# -- the README's examples ----------------------------------------------------------------
+# -- the documented examples --------------------------------------------------------------
 
 
 def test_readme_prometheus_examples_pass_promtool(tmp_path: Path) -> None:
-    blocks = [b for b in readme_yaml("## Security and deployment") if "scrape_configs" in b]
-    assert len(blocks) == 2  # behind TLS and basic auth; /probe with relabelling
+    blocks = [b for b in readme_yaml() if "scrape_configs" in b]
+    assert len(blocks) == 3  # the quick start; behind TLS and basic auth; /probe
     for index, block in enumerate(blocks):
         # Files a real setup has (a CA, a password file) are made here so promtool finds them.
         for path in re.findall(r"(?:ca_file|password_file): (\S+)", block):
@@ -266,7 +266,7 @@ def test_readme_prometheus_examples_pass_promtool(tmp_path: Path) -> None:
 
 
 def test_readme_web_config_example_loads(tmp_path: Path) -> None:
-    [block] = [b for b in readme_yaml("## Security and deployment") if "tls_server_config" in b]
+    [block] = [b for b in readme_yaml("# Security") if "tls_server_config" in b]
     cert = trustme.CA().issue_cert("localhost")
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
     cert.private_key_pem.write_to_path(str(tmp_path / "server.key"))

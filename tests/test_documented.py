@@ -1,8 +1,8 @@
-"""The repository explains itself: the README documents the whole public interface, and
-nothing in the repository cites a document a reader of it cannot open.
+"""The repository explains itself: the README and docs/ document the whole public interface,
+and nothing in the repository cites a document a reader of it cannot open.
 
 The lists come from the code (the argument parser, the settings models, the routes, the metric
-families), so a new flag, key, endpoint or metric fails here until the README has it.
+families), so a new flag, key, endpoint or metric fails here until the documentation has it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from exporter.providers import PROVIDERS
 from exporter.settings import GlobalSettings
 from exporter.upstream import Upstream
 from exporter.webconfig import WebConfigFile
-from tests.helpers import README, account, readme_section
+from tests.helpers import README, account, readme_section, readme_text
 from tests.shipping import ROOT, tracked_files
 
 # What a reader cannot open: the spec and the provider API samples the project was built
@@ -101,7 +101,7 @@ def metric_names() -> list[str]:
     return [f.name + "_total" if f.type == "counter" else f.name for f in families]
 
 
-# -- what the README says -------------------------------------------------------------------
+# -- what the documentation says -----------------------------------------------------------------
 
 
 def undocumented_flags(readme: str, flags: list[str]) -> list[str]:
@@ -129,27 +129,27 @@ def undocumented_metrics(readme: str, names: list[str]) -> list[str]:
 def test_every_flag_is_in_the_command_line_section() -> None:
     flags = cli_flags()
     assert {"--config.file", "--web.listen-address", "--version"} <= set(flags)
-    assert undocumented_flags(README.read_text(encoding="utf-8"), flags) == []
+    assert undocumented_flags(readme_text(), flags) == []
 
 
 def test_every_config_key_is_in_the_readme() -> None:
     keys = config_keys()
     assert {"accounts", "global.timeout", "accounts[].spending_stats.queues"} <= set(keys)
     assert any(key.startswith("accounts[].request.") for key in keys)  # http_json's own
-    assert undocumented_keys(README.read_text(encoding="utf-8"), keys) == []
+    assert undocumented_keys(readme_text(), keys) == []
 
 
 def test_every_web_config_key_is_in_the_readme() -> None:
     keys = web_config_keys()
     assert "tls_server_config.client_allowed_sans" in keys
-    readme = README.read_text(encoding="utf-8")
-    assert undocumented_keys(readme_section("## Security and deployment", readme), keys) == []
+    readme = readme_text()
+    assert undocumented_keys(readme_section("# Security", readme), keys) == []
 
 
 async def test_every_endpoint_is_in_the_endpoints_section() -> None:
     paths = await endpoints()
     assert {"/metrics", "/probe", "/-/reload"} <= set(paths)
-    assert undocumented_endpoints(README.read_text(encoding="utf-8"), paths) == []
+    assert undocumented_endpoints(readme_text(), paths) == []
 
 
 def test_every_metric_is_in_the_metrics_section() -> None:
@@ -157,11 +157,12 @@ def test_every_metric_is_in_the_metrics_section() -> None:
     assert {"apibalance_up", "apibalance_collect_errors_total", "apibalance_build_info"} <= set(
         names
     )
-    assert undocumented_metrics(README.read_text(encoding="utf-8"), names) == []
+    assert undocumented_metrics(readme_text(), names) == []
 
 
 def test_every_provider_type_has_its_row_in_the_readme() -> None:
-    """Built-in types in the providers table, catalogue entries in the catalogue's table."""
+    """Built-in types in the README's providers table, catalogue entries in its catalogue
+    table."""
     readme = README.read_text(encoding="utf-8")
     rows = {
         line.split("|")[1].strip().strip("`") for line in readme.splitlines() if line[:2] == "| "
@@ -171,7 +172,7 @@ def test_every_provider_type_has_its_row_in_the_readme() -> None:
 
 
 def test_the_readers_notice_what_is_missing() -> None:
-    readme = README.read_text(encoding="utf-8")
+    readme = readme_text()
     assert undocumented_flags(readme.replace("`--demo`", "demo"), ["--demo"]) == ["--demo"]
     # A flag that only starts like a documented one is not documented by it.
     assert undocumented_flags(readme, ["--config"]) == ["--config"]
@@ -202,7 +203,7 @@ def test_nothing_cites_what_a_reader_cannot_open() -> None:
             continue  # binary, as `git grep -I` skips it
         text = data.decode("utf-8", errors="replace")
         found += [f"{name}:{where}" for where in private_references(text)]
-    assert found == [], "cite the README section instead:\n" + "\n".join(found)
+    assert found == [], "cite the README or docs/ section instead:\n" + "\n".join(found)
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,7 @@ def alertmanager_config(directory: Path, webhook_base: str) -> Path:
 
 
 def readme_probe_job(exporter: str) -> dict[str, Any]:
-    """The README's /probe job, pointed at this exporter and two demo accounts."""
+    """The documented /probe job, pointed at this exporter and two demo accounts."""
     [block] = [b for b in readme_yaml() if "metrics_path: /probe" in b]
     [job] = yaml.safe_load(block)["scrape_configs"]
     job["static_configs"] = [{"targets": PROBED}]
@@ -304,7 +304,7 @@ async def test_rules_load_alerts_reach_the_webhook_and_every_panel_has_data(
     assert currencies["voice-eu"] == "EUR"
     assert currencies["capmonster-low"] == "USD"
 
-    # The README's /probe job: one target per account, instance = account, that account only.
+    # The documented /probe job: one target per account, instance = account, that account only.
     while True:
         up = await api(session, f"{env.prometheus}/api/v1/query", query=f'up{{job="{PROBE_JOB}"}}')
         if len(up["result"]) == len(PROBED):

@@ -42,7 +42,7 @@ CANARY_SECRET = "CANARY-SECRET-4e8a1f0c63"
 SEEN = web.AppKey("seen", list[bytes])
 SCRAPE_TIMEOUT = 2.0  # seconds, as Prometheus would send it: the budget is 1.5 s
 # The faulty account's timeout in the timeout cases: within the budget, so it is the account's
-# own outcome the scrape shows (README "How collection behaves"). Its length changes no
+# own outcome the scrape shows (docs/configuration.md, "How collection behaves"). Its length changes no
 # outcome, and each of a case's three requests waits it out: short. Half of it is left for
 # connecting, a moment even on a loaded machine.
 FAULTY_TIMEOUT = "500ms"
@@ -324,7 +324,7 @@ async def test_fault(
 
     # The process lives: the next scrape works, and the landing page and probe answer. At
     # once, as Prometheus scrapes /metrics and /probe targets: the scrape and the probe share
-    # one collection of the faulty account (README "How collection behaves": coalescing).
+    # one collection of the faulty account (docs/configuration.md, "How collection behaves": coalescing).
     async def fetch(path: str) -> tuple[int, str]:
         async with client.get(path, headers=headers) as page:
             return page.status, await page.text()

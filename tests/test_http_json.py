@@ -1,5 +1,5 @@
 """The http_json provider: config refusals with their places, the request as sent, every kind
-of value and error, the engine's cache and coalescing, and the README's examples, run against
+of value and error, the engine's cache and coalescing, and the examples of docs/http_json.md, run against
 simulated servers."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.helpers import (
 )
 
 KEY = "hj-key-0123456789abcdef"
-SECTION = "## Any JSON balance API: http_json"
+SECTION = "# Any JSON balance API: http_json"
 
 
 def json_account(simulator: Simulator, path: str = "/v1/balance", **more: Any) -> dict[str, Any]:
@@ -855,7 +855,7 @@ async def test_promtool_accepts_http_json_series(
     assert_promtool_accepts_metrics(body)
 
 
-# -- the README's examples --------------------------------------------------------------
+# -- the documented examples ----------------------------------------------------------
 
 # Where each example's real service is played by the simulator (its origin -> a prefix).
 SIMULATED_ORIGINS = {
@@ -960,7 +960,7 @@ def load_problems(text: str, env: dict[str, str]) -> list[str]:
 
 
 def simulated(acct: dict[str, Any], simulator: Simulator, key: str) -> dict[str, Any]:
-    """The README account as written, but asking the simulator, with a literal test key."""
+    """The documented account as written, but asking the simulator, with a literal test key."""
     settings = {k: v for k, v in acct.items() if k not in ("api_key_env", "api_key_file")}
     url = acct["request"]["url"]
     origin = re.match(r"https://[^/]+", url)

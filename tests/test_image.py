@@ -1,5 +1,5 @@
-"""The container image, built from the unchanged Dockerfile and run (README, "Docker"): the
-README's `docker build` and `docker run` lines, run with buildah and podman (see
+"""The container image, built from the unchanged Dockerfile and run (docs/deployment.md,
+"Docker"): its `docker build` and `docker run` lines, run with buildah and podman (see
 tests/container.py for how they stand in for Docker here)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(1200)
 
 IMAGE_USER = "10001"
 CANARY = f"planted-key-{secrets.token_hex(8)}"
-# The README's config account is pointed at a simulated provider run inside the container.
+# The documented config account is pointed at a simulated provider run inside the container.
 SIMULATOR_PORT = 18080
 SIMULATED_BALANCE = 42.5
 RUN_FLAGS = [
@@ -39,9 +39,9 @@ RUN_FLAGS = [
 
 
 def docker_commands(verb: str) -> list[list[str]]:
-    """The README's `docker <verb> ...` lines, as words, with $PWD left in place."""
+    """The documented `docker <verb> ...` lines, as words, with $PWD left in place."""
     found = []
-    for command in shell_commands(readme_section("### Docker")):
+    for command in shell_commands(readme_section("## Docker")):
         words = shlex.split(command.replace("$PWD", "@PWD@"))
         if words[:2] == ["docker", verb]:
             found.append(words[2:])
@@ -151,7 +151,7 @@ def test_a_mounted_config_and_key_file_work_as_the_readme_says(
     containers: Containers, image: str, tmp_path: Path
 ) -> None:
     [line] = [words for words in docker_commands("run") if any(w == "-v" for w in words)]
-    [block] = yaml_blocks(readme_section("### Docker"))
+    [block] = yaml_blocks(readme_section("## Docker"))
     config = yaml.safe_load(block)
     [account] = config["accounts"]
     account["base_url"] = f"http://127.0.0.1:{SIMULATOR_PORT}/{account['provider']}"
@@ -162,7 +162,7 @@ def test_a_mounted_config_and_key_file_work_as_the_readme_says(
     keys.mkdir()
     key = f"mounted-{secrets.token_hex(8)}"
     (keys / key_name).write_text(key + "\n")
-    # As the README says: the keys stay mode 600, owned by the image's user.
+    # As docs/deployment.md says: the keys stay mode 600, owned by the image's user.
     (keys / key_name).chmod(0o600)
     os.chown(keys / key_name, int(IMAGE_USER), int(IMAGE_USER))
     container, port = run(containers, image, line, tmp_path)

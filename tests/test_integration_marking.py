@@ -1,5 +1,5 @@
 """Tests are marked `integration` by what they use (tests/conftest.py), so the fast loop
-`pytest -m 'not integration'` (README: Development) leaves out every test that needs an
+`pytest -m 'not integration'` (docs/development.md) leaves out every test that needs an
 external tool, including tests written after this one, with no decorator to remember."""
 
 from __future__ import annotations

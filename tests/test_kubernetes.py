@@ -1,4 +1,4 @@
-"""The Kubernetes manifests (README, "Kubernetes"): `kubectl kustomize` renders the base, every
+"""The Kubernetes manifests (docs/deployment.md, "Kubernetes"): `kubectl kustomize` renders the base, every
 object is valid against the Kubernetes schemas and the Prometheus Operator's CRDs (vendored in
 tests/data, see SOURCE.md there), the PrometheusRule and the dashboard ConfigMap are exactly
 the shipped rules and dashboards, and the config finds its keys where the Secret is mounted."""
@@ -199,10 +199,10 @@ def test_the_config_reads_its_keys_from_the_mounted_secret(
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    # The README's command creates the Secret the Deployment mounts, with every key it needs.
+    # The documented command creates the Secret the Deployment mounts, with every key it needs.
     [create] = [
         shlex.split(c)
-        for c in shell_commands(readme_section("### Kubernetes"))
+        for c in shell_commands(readme_section("## Kubernetes"))
         if c.startswith("kubectl create secret generic")
     ]
     assert create[4] == keys_volume["secret"]["secretName"]
@@ -256,7 +256,7 @@ def test_the_service_monitor_scrapes_the_service(rendered: list[Object]) -> None
 
 def test_the_readme_overlay_sets_namespace_image_and_config(tmp_path: Path) -> None:
     kubectl = require_kubectl()
-    [block] = [b for b in yaml_blocks(readme_section("### Kubernetes")) if "Kustomization" in b]
+    [block] = [b for b in yaml_blocks(readme_section("## Kubernetes")) if "Kustomization" in b]
     overlay = tmp_path / "my-overlay"
     overlay.mkdir()
     kustomization = yaml.safe_load(block)

@@ -1,4 +1,4 @@
-"""The Python package as users get it (README, "Install with pipx"): `python -m build` makes an
+"""The Python package as users get it (docs/deployment.md, "Install with pipx"): `python -m build` makes an
 sdist and a wheel that pass `twine check`; the wheel carries every file of the package and,
 installed into a fresh venv, runs the demo; `pipx install .` installs the console script."""
 
@@ -118,7 +118,7 @@ def test_pipx_installs_the_checkout(tmp_path: Path) -> None:
     source = copy_checkout(tmp_path / "source")
     home, bin_dir = tmp_path / "pipx", tmp_path / "bin"
     env = {**os.environ, "PIPX_HOME": str(home), "PIPX_BIN_DIR": str(bin_dir)}
-    # The README's command, run in the checkout.
+    # The documented command, run in the checkout.
     result = subprocess.run(
         [pipx, "install", "."], cwd=source, env=env, capture_output=True, text=True, check=False
     )

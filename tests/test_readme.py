@@ -1,7 +1,8 @@
-"""The README as a new user meets it after `make run` and `make test`.
+"""The README and docs/ as a new user meets them after `make run` and `make test`.
 
-Every shell command it shows runs as written, the failure reasons it and the alert rules name
-are the exporter's own, and its sample exposition says what /metrics says.
+Every shell command they show runs as written, the failure reasons they and the alert rules
+name are the exporter's own, their sample exposition says what /metrics says, and every link
+between them leads somewhere.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from exporter.cli import parse_args
 from exporter.metrics import ACCOUNT_FAMILIES, ExporterCollector, ReloadStatus, render
 from exporter.model import Reason
-from tests.helpers import IN_CI, README
+from tests.helpers import IN_CI, README, documentation, readme_section, readme_text
 
 ROOT = README.parent
 VENV_BIN = ".venv/bin/"
@@ -51,18 +52,26 @@ class Command:
     line: int
     text: str
     section: str
+    file: str = "README.md"
 
     def __str__(self) -> str:
-        return f"README.md:{self.line}: `{self.text}`"
+        return f"{self.file}:{self.line}: `{self.text}`"
 
 
 def readme_commands() -> Iterator[Command]:
-    """Shell commands of the README: fenced sh/bash/console blocks and commands in prose."""
+    """Shell commands of the documentation: fenced sh/bash/console blocks and commands in
+    prose."""
+    for path in documentation():
+        yield from file_commands(path)
+
+
+def file_commands(path: Path) -> Iterator[Command]:
+    name = str(path.relative_to(ROOT))
     section = ""
     fence: str | None = None
     pending = ""
     pending_line = 0
-    for number, line in enumerate(README.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if fence is None:
             if line.startswith("```"):
                 fence = line[3:].strip()
@@ -74,7 +83,7 @@ def readme_commands() -> Iterator[Command]:
                     if len(words) > 1 and (
                         words[0] in INLINE_PROGRAMS or words[0].startswith(VENV_BIN)
                     ):
-                        yield Command(number, span, section)
+                        yield Command(number, span, section, name)
             continue
         if line.startswith("```"):
             fence = None
@@ -93,7 +102,7 @@ def readme_commands() -> Iterator[Command]:
         text = (pending + line).strip()
         pending = ""
         if text and not text.startswith("#"):
-            yield Command(pending_line, text, section)
+            yield Command(pending_line, text, section, name)
 
 
 def simple_commands(text: str) -> Iterator[list[str]]:
@@ -291,7 +300,7 @@ def readme_reasons(text: str) -> set[str]:
 
 
 def test_every_reason_named_is_a_real_one() -> None:
-    readme = README.read_text(encoding="utf-8")
+    readme = readme_text()
     named = readme_reasons(readme)
     assert {"auth", "timeout", "rate_limited"} <= named  # the readers find them
     assert named <= REASONS, f"README names reasons the exporter does not have: {named - REASONS}"
@@ -309,9 +318,7 @@ def test_the_reason_readers_catch_a_wrong_name() -> None:
 
 
 def test_account_down_runbook_covers_every_reason() -> None:
-    readme = README.read_text(encoding="utf-8")
-    start = readme.index("\n#### ApiBalanceAccountDown\n")
-    runbook = readme[start : readme.index("\n#### ", start + 1)]
+    runbook = readme_section("### ApiBalanceAccountDown")
     assert readme_table_reasons(runbook) == REASONS
 
 
@@ -328,11 +335,7 @@ def real_help_lines() -> dict[str, str]:
 
 def test_readme_help_lines_are_the_real_ones() -> None:
     real = real_help_lines()
-    shown = [
-        line
-        for line in README.read_text(encoding="utf-8").splitlines()
-        if line.startswith("# HELP apibalance_")
-    ]
+    shown = [line for line in readme_text().splitlines() if line.startswith("# HELP apibalance_")]
     assert shown
     for line in shown:
         assert line == real.get(line.split()[2]), line
@@ -368,3 +371,64 @@ def test_make_run_installs_quietly_and_runs_the_code_of_the_checkout() -> None:
         check=True,
     )
     assert Path(where.stdout.strip()) == ROOT / "exporter" / "__init__.py"
+
+
+# -- links between the files ----------------------------------------------------------------
+
+
+def github_anchor(heading: str) -> str:
+    """The fragment GitHub gives a heading: lower case, punctuation dropped, spaces to `-`."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def headings(text: str) -> list[str]:
+    found, fenced = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (match := re.match(r"#+ (.*)", line)):
+            found.append(match[1])
+    return found
+
+
+def broken_links(path: Path) -> list[str]:
+    """Links of a Markdown file to a file of this repository or a heading that is not there."""
+    problems = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        if not linked.exists():
+            problems.append(f"{target}: no such file")
+        elif anchor and anchor not in map(github_anchor, headings(linked.read_text("utf-8"))):
+            problems.append(f"{target}: no such heading")
+    return problems
+
+
+def test_every_link_leads_to_a_file_and_heading_that_exist() -> None:
+    problems = [
+        f"{path.relative_to(ROOT)}: {problem}"
+        for path in documentation()
+        for problem in broken_links(path)
+    ]
+    assert problems == []
+
+
+def test_every_heading_is_found_once() -> None:
+    # readme_section looks a heading up in all the files at once.
+    found = headings(readme_text())
+    assert sorted({h for h in found if found.count(h) > 1}) == []
+
+
+def test_the_readme_links_every_docs_file() -> None:
+    readme = README.read_text(encoding="utf-8")
+    assert [p for p in documentation()[1:] if f"](docs/{p.name})" not in readme] == []
+
+
+def test_the_link_checker_catches(tmp_path: Path) -> None:
+    assert github_anchor("One account per target: `/probe`") == "one-account-per-target-probe"
+    assert github_anchor("Ocean.io request limits") == "oceanio-request-limits"
+    page = tmp_path / "page.md"
+    page.write_text("# Top\n\n## A: `b`\n\n[x](#a-b) [y](#a-c) [z](gone.md) [w](https://x.org)\n")
+    assert broken_links(page) == ["#a-c: no such heading", "gone.md: no such file"]

@@ -1,4 +1,4 @@
-"""The systemd unit and its environment file (README, "systemd"): `systemd-analyze verify`
+"""The systemd unit and its environment file (docs/deployment.md, "systemd"): `systemd-analyze verify`
 accepts the unit as shipped, it is locked down, reloads with SIGHUP, and the environment
 file's flags start the exporter."""
 
@@ -61,7 +61,7 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     [start] = service("ExecStart")
     command = Path(start.split()[0])
     # verify insists the command exists: in a mount namespace of its own, the console script
-    # of this checkout stands where the README's pipx command installs it.
+    # of this checkout stands where the documented pipx command installs it.
     stand_in = tmp_path / "bin"
     stand_in.mkdir()
     shutil.copy2(VENV_SCRIPT, stand_in / command.name)
