@@ -98,22 +98,32 @@ def test_the_page_to_pay_on_follows_the_host(name: str) -> None:
     assert entry_class(name).top_up_url == entry_class(name).entry.top_up_url
 
 
-@pytest.mark.parametrize("name", ENTRIES)
-async def test_the_documented_success_gives_the_exact_metrics(
-    name: str, simulator: Simulator, make_exporter: ExporterFactory
-) -> None:
-    simulator.add(f"catalogue/{name}", SimAccount(KEY))
-    _, client = await make_exporter({"accounts": [account_of(name, simulator)]})
+SampleKey = tuple[str, frozenset[tuple[str, str]]]
+MONEY_AND_QUOTA = (
+    "apibalance_up",
+    "apibalance_balance",
+    "apibalance_balance_usd",
+    "apibalance_credits",
+    "apibalance_daily_limit_remaining",
+    "apibalance_daily_limit_reset_seconds",
+)
+
+
+async def exported(name: str, client: Any) -> dict[SampleKey, float]:
+    """What the exporter's /metrics says of the account, money and quota only."""
     found = samples(await (await client.get("/metrics")).text())
-    mine = {
+    return {
         (metric, frozenset((k, v) for k, v in labels if k not in ("provider", "account"))): value
         for (metric, labels), value in found.items()
-        if ("account", name) in labels and ("provider", name) in labels
+        if ("account", name) in labels
+        and ("provider", name) in labels
+        and metric in MONEY_AND_QUOTA
     }
-    expect = answers_of(name)["success"]["expect"]
-    wanted: dict[tuple[str, frozenset[tuple[str, str]]], float] = {
-        ("apibalance_up", frozenset()): 1.0
-    }
+
+
+def wanted_samples(expect: dict[str, Any]) -> dict[SampleKey, float]:
+    """The samples an answer's `expect` means."""
+    wanted: dict[SampleKey, float] = {("apibalance_up", frozenset()): 1.0}
     for metric in ("balance_usd", "daily_limit_remaining", "daily_limit_reset_seconds"):
         if metric in expect:
             wanted[(f"apibalance_{metric}", frozenset())] = float(expect[metric])
@@ -127,20 +137,46 @@ async def test_the_documented_success_gives_the_exact_metrics(
     for credit_type, pool, number in expect.get("credits", []):
         labels = frozenset({("credit_type", credit_type), ("pool", pool)})
         wanted[("apibalance_credits", labels)] = float(number)
-    reported = {
-        key: value
-        for key, value in mine.items()
-        if key[0]
-        in (
-            "apibalance_up",
-            "apibalance_balance",
-            "apibalance_balance_usd",
-            "apibalance_credits",
-            "apibalance_daily_limit_remaining",
-            "apibalance_daily_limit_reset_seconds",
-        )
-    }
-    assert reported == pytest.approx(wanted)
+    return wanted
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+async def test_the_documented_success_gives_the_exact_metrics(
+    name: str, simulator: Simulator, make_exporter: ExporterFactory
+) -> None:
+    simulator.add(f"catalogue/{name}", SimAccount(KEY))
+    _, client = await make_exporter({"accounts": [account_of(name, simulator)]})
+    expect = answers_of(name)["success"]["expect"]
+    assert await exported(name, client) == pytest.approx(wanted_samples(expect))
+
+
+VARIANTS = [
+    (name, index) for name in ENTRIES for index in range(len(answers_of(name).get("variants", [])))
+]
+
+
+@pytest.mark.parametrize(("name", "index"), VARIANTS)
+async def test_each_documented_variant_reads_as_the_service_meant_it(
+    name: str, index: int, simulator: Simulator, make_exporter: ExporterFactory
+) -> None:
+    """Answers some accounts get (an older plan, a null field, another key kind): the exact
+    metrics, or the reason the account is down, never a number the service did not mean."""
+    variant = answers_of(name)["variants"][index]
+    simulator.add(f"catalogue/{name}", SimAccount(KEY).then(served(variant)))
+    settings = account_of(name, simulator, **variant.get("account", {}))
+    _, client = await make_exporter({"accounts": [settings]})
+    found = await exported(name, client)
+    if "reason" in variant:
+        assert found == {("apibalance_up", frozenset()): 0.0}
+        errors = samples(await (await client.get("/metrics")).text())
+        reasons = {
+            dict(labels)["reason"]
+            for (metric, labels), value in errors.items()
+            if metric == "apibalance_collect_errors_total" and ("account", name) in labels and value
+        }
+        assert reasons == {variant["reason"]}
+    else:
+        assert found == pytest.approx(wanted_samples(variant["expect"]))
 
 
 @pytest.mark.parametrize(
@@ -219,6 +255,87 @@ accounts:
     assert "cfg.yml:5: accounts[0].request: unknown key" in joined
     assert "accounts[1]: secrets.account_sid is required for twilio" in joined
     assert "accounts[2]: serpapi takes no secret account_sid" in joined
+
+
+def moonshot_account(**settings: Any) -> dict[str, Any]:
+    return {"name": "kimi", "provider": "moonshot", "api_key": "k-0123456789", **settings}
+
+
+@pytest.mark.parametrize(
+    ("settings", "currency"),
+    [
+        ({}, "USD"),
+        ({"base_url": "https://api.moonshot.ai"}, "USD"),
+        ({"base_url": "https://api.moonshot.cn"}, "CNY"),
+        # A proxy or another host: the service's default, or the account's choice among its own.
+        ({"base_url": "https://llm-proxy.internal.example"}, "USD"),
+        ({"base_url": "https://llm-proxy.internal.example", "currency": "CNY"}, "CNY"),
+        ({"base_url": "https://api.moonshot.cn", "currency": "USD"}, "USD"),
+    ],
+)
+def test_the_host_says_which_currency_the_service_bills_in(
+    settings: dict[str, Any], currency: str
+) -> None:
+    [acct] = build_config({"accounts": [moonshot_account(**settings)]}, source="t").accounts
+    assert acct.currency == currency
+    provider = acct.provider
+    assert isinstance(provider, CatalogueProvider)
+    assert provider.config.known_currency() == currency
+
+
+def test_a_currency_the_service_does_not_bill_in_is_refused() -> None:
+    text = """\
+accounts:
+  - name: kimi
+    provider: moonshot
+    api_key: k-0123456789
+    currency: EUR
+  - name: kimi-cn
+    provider: moonshot
+    api_key: k-0123456789
+    base_url: https://api.moonshot.cn
+    low_balance_usd: 5
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="cfg.yml")
+    joined = "\n".join(caught.value.lines)
+    assert "accounts[0]: this provider's API reports money in USD or CNY (by host)" in joined
+    assert "accounts[1]: low_balance_usd is for accounts in USD; it is in CNY" in joined
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"currency_by_host": {"api.example.com": "CNY"}}, "api.example.com is the default host"),
+        (
+            {"currency": "answer", "currency_by_host": {"cn.example.com": "CNY"}},
+            "currency_by_host is for a service whose answers do not name it",
+        ),
+        ({"currency_by_host": {"cn.example.com": "yuan"}}, "is not a currency code"),
+        ({"currency_by_host": {"https://cn.example.com": "CNY"}}, "String should match pattern"),
+    ],
+)
+def test_an_entrys_hosts_and_currencies_are_checked(change: dict[str, Any], problem: str) -> None:
+    entry = {
+        "service": "Example",
+        "family": "llm",
+        "source_strength": "official",
+        "source": ["https://docs.example.com"],
+        "base_url": "https://api.example.com",
+        "top_up_url": "https://example.com/billing",
+        "reports": "money",
+        "key": "header",
+        "http_json": {
+            "request": {"url": "{base_url}/balance", "headers": {"X-Key": "{api_key}"}},
+            "values": {"balance": "balance"},
+        },
+        **change,
+    }
+    if entry.get("currency") == "answer":
+        entry["http_json"]["values"]["currency"] = "currency"
+    with pytest.raises(ValueError, match="catalogue entry example") as caught:
+        load_entry("example", yaml.safe_dump(entry))
+    assert problem in str(caught.value)
 
 
 def test_a_service_with_one_currency_takes_no_other() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import urllib.parse
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
@@ -32,6 +33,7 @@ from exporter.providers.http_json import HttpJson, HttpJsonSettings
 from exporter.settings import (
     AccountSettings,
     BaseUrl,
+    CurrencyCode,
     Duration,
     SecretName,
     SecretSource,
@@ -43,6 +45,7 @@ Family = Literal["captcha", "proxy", "scraping", "serp", "sms", "enrichment", "l
 FAMILIES: tuple[str, ...] = get_args(Family)
 SourceStrength = Literal["official", "third-party"]
 BASE_URL = "{base_url}"
+HostName = Annotated[str, Field(pattern=r"^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$")]
 
 
 class Entry(Strict):
@@ -67,11 +70,39 @@ class Entry(Strict):
     # The currency the service bills in (ISO 4217), or `answer` when each answer names it
     # (the definition's values.currency): an account's `currency:` may only agree.
     currency: Annotated[str, Field(pattern=r"^(?:[A-Z]{3}|answer)$")] = "USD"
+    # Hosts of the service that bill in another currency (Moonshot's api.moonshot.cn in CNY):
+    # an account whose `base_url` is such a host is in its currency, unless the account's
+    # `currency:` names another the service bills in.
+    currency_by_host: dict[HostName, CurrencyCode] = Field(default_factory=dict, max_length=20)
     http_json: dict[str, JsonValue]
 
     @property
     def fixed_currency(self) -> str | None:
+        """The currency of the default host (None: each answer names it)."""
         return None if self.currency == "answer" else self.currency
+
+    @property
+    def currencies(self) -> tuple[str, ...]:
+        """Every currency the service bills in, the default host's first."""
+        if self.fixed_currency is None:
+            return ()
+        return tuple(dict.fromkeys((self.fixed_currency, *self.currency_by_host.values())))
+
+    def currency_at(self, base_url: str | None) -> str | None:
+        """The currency an account asking `base_url` (None: the default host) is billed in."""
+        if base_url is None or self.fixed_currency is None:
+            return self.fixed_currency
+        host = urllib.parse.urlsplit(base_url).hostname or ""
+        return self.currency_by_host.get(host, self.fixed_currency)
+
+    @model_validator(mode="after")
+    def _hosts_with_currencies(self) -> Self:
+        if self.currency_by_host and self.fixed_currency is None:
+            raise ValueError("currency_by_host is for a service whose answers do not name it")
+        default_host = urllib.parse.urlsplit(self.base_url).hostname
+        if default_host in self.currency_by_host:
+            raise ValueError(f"{default_host} is the default host: its currency is currency")
+        return self
 
     @model_validator(mode="after")
     def _currency_is_read(self) -> Self:
@@ -89,8 +120,10 @@ class Entry(Strict):
             raise ValueError("http_json.request.url must start with {base_url}/")
         return self
 
-    def definition(self, base_url: str | None) -> HttpJsonSettings:
-        """The http_json settings of an account of this service, asking `base_url`."""
+    def definition(self, base_url: str | None, currency: str | None = None) -> HttpJsonSettings:
+        """The http_json settings of an account of this service, asking `base_url`, billed in
+        `currency` (by default the one of its host)."""
+        currency = currency or self.currency_at(base_url)
         origin = base_url or self.base_url
         data = _with_base_url(self.http_json, origin)
         assert isinstance(data, dict)
@@ -103,7 +136,7 @@ class Entry(Strict):
                 # these only satisfy the model, which checks every secret is sent somewhere.
                 "api_key": "unused",
                 "secrets": {name: {"value": "unused"} for name in self.secrets},
-                **({} if self.fixed_currency is None else {"currency": self.fixed_currency}),
+                **({} if currency is None else {"currency": currency}),
             }
         )
 
@@ -127,11 +160,24 @@ class CatalogueSettings(AccountSettings):
 
     secrets: dict[SecretName, SecretSource] = Field(default_factory=dict)
     needed_secrets: ClassVar[Mapping[str, str]] = {}
+    entry: ClassVar[Entry]
 
     def known_currency(self) -> str | None:
-        if self.currency is None and self.fixed_currency is None:
-            return None  # each answer names it
-        return super().known_currency()
+        if self.currency is not None:
+            return self.currency
+        # None: each answer names it.
+        return self.entry.currency_at(self.base_url)
+
+    @model_validator(mode="after")
+    def _a_currency_the_service_bills_in(self) -> Self:
+        # One currency is the `fixed_currency` check every provider has; this is for several.
+        billed = self.entry.currencies
+        if self.currency is not None and len(billed) > 1 and self.currency not in billed:
+            raise ValueError(
+                f"this provider's API reports money in {' or '.join(billed)} (by host); "
+                f"currency can only be one of them (or left out)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _the_secrets_the_service_needs(self) -> Self:
@@ -162,15 +208,16 @@ class CatalogueProvider(HttpJson):
     @classmethod
     def definition_of(cls, settings: AccountSettings) -> HttpJsonSettings:
         """The entry's definition, asking the account's `base_url` if it sets one."""
-        return cls._definition(settings.base_url)
+        currency = settings.known_currency() if cls.entry.fixed_currency is not None else None
+        return cls._definition(settings.base_url, currency)
 
     @classmethod
     @functools.lru_cache(maxsize=1024)
-    def _definition(cls, base_url: str | None) -> HttpJsonSettings:
+    def _definition(cls, base_url: str | None, currency: str | None) -> HttpJsonSettings:
         # Validating a definition is most of the cost of loading such an account, and the
         # loader asks for it twice (for the upstream URL, then for the provider); accounts of
-        # one service on one host share it (the settings are frozen).
-        return cls.entry.definition(base_url)
+        # one service on one host, in one currency, share it (the settings are frozen).
+        return cls.entry.definition(base_url, currency)
 
 
 def provider_for(type_name: str, entry: Entry) -> type[CatalogueProvider]:
@@ -180,7 +227,10 @@ def provider_for(type_name: str, entry: Entry) -> type[CatalogueProvider]:
         {
             "__module__": __name__,
             "needed_secrets": dict(entry.secrets),
-            "fixed_currency": entry.fixed_currency,
+            # A service billing in several currencies leaves the choice to the account's host
+            # or `currency:`, checked against the ones it bills in.
+            "fixed_currency": entry.fixed_currency if len(entry.currencies) <= 1 else None,
+            "entry": entry,
         },
     )
     return type(
