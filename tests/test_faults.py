@@ -410,6 +410,53 @@ async def test_a_number_too_large_to_compute_is_one_warning(
     assert not [line for line in captured_logs.text if "Traceback" in line or "level=error" in line]
 
 
+@pytest.mark.parametrize(
+    ("pattern", "body"),
+    [
+        # An ordinary pattern: a backtracking engine tries every start in the digits, and
+        # from each scans to their end for " USD" (about 2 billion steps).
+        pytest.param("(?P<balance>[0-9.]+) USD", "9" * 65_000, id="ordinary pattern"),
+        # A nested quantifier: 2**26 ways to split the digits before giving up.
+        pytest.param("(?P<balance>([0-9]+)+)x", "9" * 26, id="nested quantifier"),
+    ],
+)
+async def test_a_text_answer_built_to_backtrack_costs_no_more_than_reading_it(
+    pattern: str,
+    body: str,
+    simulator: Simulator,
+    make_exporter: ExporterFactory,
+    captured_logs: Capture,
+) -> None:
+    accounts, balances = healthy_accounts(simulator)
+    simulator.add(
+        "json", SimAccount(CANARY, chaos=[(1.0, respond(200, body, content_type="text/plain"))])
+    )
+    accounts.append(
+        {
+            "name": "faulty",
+            "provider": "http_json",
+            "api_key": CANARY,
+            "cache_ttl": "0s",
+            "request": {
+                "url": simulator.base_url("json") + "/v1/balance",
+                "headers": {"Authorization": "Bearer {api_key}"},
+            },
+            "response": {"format": "text", "pattern": pattern},
+            "values": {"balance_usd": "balance"},
+        }
+    )
+    _, client = await make_exporter({"accounts": accounts})
+    headers = {"X-Prometheus-Scrape-Timeout-Seconds": str(SCRAPE_TIMEOUT)}
+    loop = asyncio.get_running_loop()
+    for _ in range(2):
+        started = loop.time()
+        found = samples(await (await client.get("/metrics", headers=headers)).text())
+        assert loop.time() - started < SCRAPE_TIMEOUT - 0.5 + BUDGET_SLACK
+        assert value(found, "apibalance_up", provider="http_json", account="faulty") == 0.0
+        assert_healthy_exact(found, balances)
+    assert not [line for line in captured_logs.text if "level=error" in line]
+
+
 async def test_promtool_accepts_the_exposition_during_every_fault_at_once(
     simulator: Simulator, make_exporter: ExporterFactory
 ) -> None:

@@ -244,6 +244,24 @@ CREDITS = BALANCE + "      credits:\n"
             ),
             "cfg.yml:5: accounts[0].response: pattern needs at least one named group",
         ),
+        # What only a backtracking engine runs: refused at load, as RE2 (Prometheus's) does.
+        (
+            variant(
+                "    request:\n",
+                "    response: {format: text, pattern: '(?P<b>[0-9])\\1'}\n    request:\n",
+            ),
+            "cfg.yml:5: accounts[0].response: pattern uses what RE2 syntax (as in Prometheus) "
+            "does not have (invalid escape sequence: \\1): backreferences, lookaheads and "
+            "lookbehinds cannot be matched in linear time",
+        ),
+        (
+            variant(
+                "    request:\n",
+                "    response: {format: text, pattern: '(?P<b>[0-9.]+)(?= USD)'}\n    request:\n",
+            ),
+            "cfg.yml:5: accounts[0].response: pattern uses what RE2 syntax (as in Prometheus) "
+            "does not have (invalid perl operator: (?=)",
+        ),
         (
             variant("    request:\n", "    response: {pattern: '(?P<b>1)'}\n    request:\n"),
             "cfg.yml:5: accounts[0].response: pattern is for format text",

@@ -25,6 +25,7 @@ from exporter.providers.http_json.settings import (
     ErrorReasons,
     HttpJsonSettings,
     RequestSettings,
+    compile_pattern,
     fill,
     fill_json,
 )
@@ -95,7 +96,7 @@ class HttpJson(Provider):
         # Statuses that mean what they mean whatever the body says.
         self._refused_unread = frozenset(self._status_reasons) | {401, 403}
         response = config.response
-        self._pattern = None if response.pattern is None else re.compile(response.pattern)
+        self._pattern = None if response.pattern is None else compile_pattern(response.pattern)
         login = config.login
         self._token_expression = None if login is None else compile_expression(login.token)
         self._expires_in = (
