@@ -191,12 +191,14 @@ class GuardHolder:
         if guard.config.allowed_sans and not _client_san_allowed(
             request, guard.config.allowed_sans
         ):
-            return _with(headers, web.Response(status=403, text="client certificate not allowed\n"))
+            return _refusal(
+                headers, web.Response(status=403, text="client certificate not allowed\n")
+            )
         if guard.auth is not None:
             try:
                 user = await guard.auth.check(request.headers.get("Authorization"))
             except TooManyLogins:
-                return _with(
+                return _refusal(
                     headers,
                     web.Response(
                         status=429,
@@ -208,7 +210,7 @@ class GuardHolder:
                 log.debug(
                     "basic auth failed", extra={"path": request.path, "peer": request.remote or ""}
                 )
-                return _with(
+                return _refusal(
                     headers,
                     web.Response(
                         status=401,
@@ -222,6 +224,14 @@ class GuardHolder:
             _with(headers, error)
             raise
         return _with(headers, response)
+
+
+def _refusal(headers: Mapping[str, str], response: web.StreamResponse) -> web.StreamResponse:
+    """A request the checks refused ends its connection: requests pipelined behind it, tens
+    of thousands from a client that never reads, are not answered one by one; a client with
+    the password (a browser asked for it) opens a new connection."""
+    response.force_close()
+    return _with(headers, response)
 
 
 def _with(headers: Mapping[str, str], response: web.StreamResponse) -> web.StreamResponse:

@@ -22,6 +22,7 @@ from exporter.connections import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_READ_HEADER_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
     AcceptErrorFilter,
     ConnectionLimits,
     LimitedRunner,
@@ -126,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="keep-alive: a connection without a request for this long is closed "
         f"(default {DEFAULT_IDLE_TIMEOUT:.0f}s)",
+    )
+    parser.add_argument(
+        "--web.write-timeout",
+        dest="write_timeout",
+        type=_positive_duration,
+        default=DEFAULT_WRITE_TIMEOUT,
+        metavar="DURATION",
+        help="a client that takes none of an answer for this long is cut off "
+        f"(default {DEFAULT_WRITE_TIMEOUT:.0f}s)",
     )
     parser.add_argument(
         "--demo",
@@ -318,6 +328,7 @@ async def start(
         ),
         read_header_timeout=args.read_header_timeout,
         idle_timeout=args.idle_timeout,
+        write_timeout=args.write_timeout,
     )
     runner = LimitedRunner(
         exporter.app,

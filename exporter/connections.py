@@ -1,14 +1,21 @@
-"""What one HTTP client can hold before it has logged in (docs/security.md: Limits on clients).
+"""What one HTTP client can hold before it has logged in (docs/security.md, "Limits on clients").
 
 aiohttp on its own keeps every connection it accepts, for an hour when idle, buffers up to
 128 header lines of 8 KiB each per request head and never gives up on a head that is still
 arriving. Here:
 
-- at most `max_connections` are open. When one more arrives, the connection that has been
-  idle longest (waiting for its first request head, or between requests) is closed to make
-  room: a flood of idle or slow connections pushes out only its own kind, and a scraper
-  arriving afterwards gets in. Only when every connection is busy answering a request is the
-  newcomer refused, at once, with a 503;
+- at most `max_connections` are open. When one more arrives, one is closed to make room, the
+  first of: the one idle longest that has not yet been let past the web config's checks
+  (basic auth; without it, any request gets past), the one longest stalled on a client that
+  does not read its answers, the one busy longest on requests that have not got past the
+  checks, the one idle longest of those that have. A flood from clients without the password,
+  however busy it keeps its connections, pushes out only its own kind, and a logged-in scraper
+  arriving afterwards gets in. Only when every connection is busy on requests that got past
+  the checks is the newcomer refused, at once, with a 503;
+- an answer the client does not take (the socket's and 64 KiB of our buffers full) must
+  start moving again within `write_timeout`, or the connection is cut off;
+- a connection gets at most 32 requests parsed ahead of the one being answered (aiohttp's
+  bound on pipelining): reading pauses until they are answered;
 - the first request head must be complete `read_header_timeout` after the connection is made
   (and a TLS handshake done within as long), and a connection is closed after `idle_timeout`
   without a request (aiohttp's keep-alive timer, which also ends a later head that is still
@@ -23,9 +30,12 @@ raised to the hard one at start-up: past that limit, accept() fails and nothing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import resource
+import socket
+import struct
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +49,8 @@ DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_READ_HEADER_TIMEOUT = 10.0
 # Longer than the usual scrape interval (15 s to 1 min), so Prometheus keeps its connection.
 DEFAULT_IDLE_TIMEOUT = 75.0
+# Prometheus reads a scrape as it comes; an answer stuck this long has no one reading it.
+DEFAULT_WRITE_TIMEOUT = 10.0
 # The longest request line is `GET /probe?account=NAME`; the longest header, Authorization
 # (72 bytes of password at most) or a browser's Accept and User-Agent.
 MAX_LINE_SIZE = 4096
@@ -59,6 +71,8 @@ REFUSAL = (
 ) % (len(REFUSAL_TEXT), REFUSAL_TEXT)
 # Out of descriptors, asyncio logs each failed accept() with a traceback, in a tight loop.
 ACCEPT_ERROR_LOG_INTERVAL = 10.0
+# SO_LINGER on, for 0 s: close() resets the connection and drops what is still unsent.
+LINGER_RESET = struct.pack("ii", 1, 0)
 ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -67,6 +81,7 @@ class ConnectionLimits:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     read_header_timeout: float = DEFAULT_READ_HEADER_TIMEOUT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT
 
     def runner_kwargs(self) -> dict[str, Any]:
         """aiohttp's own knobs for these limits (AppRunner passes them to every connection)."""
@@ -107,12 +122,15 @@ def fit_to_file_limit(max_connections: int, upstream_connections: int, file_limi
 
 
 class Connection(web.RequestHandler):
-    """One client connection: the server knows whether it is busy and when its head is due."""
+    """One client connection: the server knows whether it is busy, whether it got past the
+    web config's checks, when its head is due and whether the client reads its answers."""
 
     def __init__(self, manager: LimitedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._limited = manager
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._write_deadline: asyncio.TimerHandle | None = None
+        self.passed_checks = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -124,7 +142,51 @@ class Connection(web.RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._limited.forget(self)
         self._cancel_head_deadline()
+        self._cancel_write_deadline()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._write_deadline = self._loop.call_later(
+            self._limited.limits.write_timeout, self._write_overdue
+        )
+        self._limited.stalled(self)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_write_deadline()
+        self._limited.moving(self)
+
+    def _cancel_write_deadline(self) -> None:
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+
+    def _write_overdue(self) -> None:
+        self._write_deadline = None
+        log.debug("cutting off a connection whose client does not read its answers")
+        self._limited.forget(self)
+        self.cut_off()
+
+    def cut_off(self) -> None:
+        """Close now, whatever is still to be written: close() would wait for a client that
+        may never read it, keeping the descriptor."""
+        transport = self.transport
+        self.force_close()
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # A reset, not a FIN queued behind megabytes the client will not read: the
+            # kernel would keep those, and the socket, for minutes after we let go of it.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+        transport.abort()
+
+    def mark_passed_checks(self) -> None:
+        if not self.passed_checks:
+            self.passed_checks = True
+            self._limited.passed_checks(self)
 
     def data_received(self, data: bytes) -> None:
         heads = self._request_count
@@ -181,8 +243,13 @@ class LimitedServer(web.Server):
         self.refused = 0
         self.evicted = 0
         self._open: set[Connection] = set()
-        # Insertion order is the order they became idle: the first is the longest idle.
-        self._idle: dict[Connection, None] = {}
+        # Who makes room for a newcomer, in this order; in each, insertion order is the order
+        # they entered that state, so the first has been in it longest. A connection busy on
+        # requests that got past the checks is in none: it is never pushed out.
+        self._idle_unchecked: dict[Connection, None] = {}
+        self._stalled: dict[Connection, None] = {}
+        self._busy_unchecked: dict[Connection, None] = {}
+        self._idle_checked: dict[Connection, None] = {}
         self._refusals = RateLimitedLog("refusing connections: all busy", ACCEPT_ERROR_LOG_INTERVAL)
 
     def __call__(self) -> Connection:
@@ -194,8 +261,8 @@ class LimitedServer(web.Server):
 
     def admit(self, connection: Connection, transport: asyncio.BaseTransport) -> bool:
         if len(self._open) >= self.limits.max_connections:
-            longest_idle = next(iter(self._idle), None)
-            if longest_idle is None:
+            victim = self._next_to_make_room()
+            if victim is None:
                 self.refused += 1
                 self._refusals.hit(max_connections=str(self.limits.max_connections))
                 if isinstance(transport, asyncio.WriteTransport):
@@ -203,22 +270,65 @@ class LimitedServer(web.Server):
                 connection.force_close()
                 return False
             self.evicted += 1
-            self.forget(longest_idle)
-            longest_idle.force_close()
+            self.forget(victim)
+            victim.cut_off()
         self._open.add(connection)
-        self._idle[connection] = None
+        self._idle_unchecked[connection] = None
         return True
 
+    def _next_to_make_room(self) -> Connection | None:
+        for candidates in (
+            self._idle_unchecked,
+            self._stalled,
+            self._busy_unchecked,
+            self._idle_checked,
+        ):
+            for connection in candidates:
+                return connection
+        return None
+
     def busy(self, connection: Connection) -> None:
-        self._idle.pop(connection, None)
+        if connection not in self._open:
+            return
+        self._idle_unchecked.pop(connection, None)
+        self._idle_checked.pop(connection, None)
+        if not connection.passed_checks:
+            self._busy_unchecked.setdefault(connection, None)
+
+    def passed_checks(self, connection: Connection) -> None:
+        # Busy on the request that got past them: out of reach until it is idle again.
+        self._busy_unchecked.pop(connection, None)
 
     def idle(self, connection: Connection) -> None:
+        if connection not in self._open:
+            return
+        self._busy_unchecked.pop(connection, None)
+        if connection.passed_checks:
+            self._idle_checked[connection] = None
+        else:
+            self._idle_unchecked[connection] = None
+
+    def stalled(self, connection: Connection) -> None:
         if connection in self._open:
-            self._idle[connection] = None
+            self._stalled[connection] = None
+
+    def moving(self, connection: Connection) -> None:
+        self._stalled.pop(connection, None)
 
     def forget(self, connection: Connection) -> None:
         self._open.discard(connection)
-        self._idle.pop(connection, None)
+        self._idle_unchecked.pop(connection, None)
+        self._stalled.pop(connection, None)
+        self._busy_unchecked.pop(connection, None)
+        self._idle_checked.pop(connection, None)
+
+
+def mark_passed_checks(request: web.BaseRequest) -> None:
+    """Record that this request's connection got past the web config's checks: from now on
+    it is pushed out to make room only when idle, and after every unchecked one."""
+    connection = request.protocol
+    if isinstance(connection, Connection):
+        connection.mark_passed_checks()
 
 
 class LimitedRunner(web.AppRunner):

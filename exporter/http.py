@@ -16,6 +16,7 @@ from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTO
 from prometheus_client.registry import Collector
 
 from exporter.auth import Guard, GuardHolder
+from exporter.connections import mark_passed_checks
 from exporter.engine import Engine, Snapshot
 from exporter.landing import ReloadFailure, landing_page
 from exporter.metrics import AccountCollector, ExporterCollector, ReloadStatus, render
@@ -48,8 +49,8 @@ class Exporter:
         self.engine = engine
         # Every endpoint, unknown paths included, is behind the guard when a web config is set.
         self.guard = GuardHolder(Guard(web_config)) if web_config is not None else None
-        if self.guard is not None:
-            middlewares = [self.guard.middleware, *middlewares]
+        checks = [self.guard.middleware] if self.guard is not None else []
+        middlewares = [*checks, _passed_checks, *middlewares]
         self.reloader = Reloader(engine, self.guard, loader=loader, web_loader=web_loader)
         self._max_requests = max_requests
         self._active_scrapes = 0
@@ -153,6 +154,14 @@ class Exporter:
     async def landing(self, request: web.Request) -> web.Response:
         page = landing_page(self.engine, self.reload_status, self.reload_failure)
         return web.Response(text=page, content_type="text/html")
+
+
+@web.middleware
+async def _passed_checks(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Past the guard (basic auth, client certificates), if any: the connection has proved
+    # itself, and a flood of connections without the password no longer pushes it out.
+    mark_passed_checks(request)
+    return await handler(request)
 
 
 def scrape_timeout(request: web.Request) -> float | None:

@@ -116,3 +116,50 @@ def password_flood(
             statuses.append(None)
         sock.close()
     return statuses
+
+
+def pipeline_without_reading(port: int, request: bytes, times: int) -> socket.socket:
+    """A connection with a 2 KiB receive buffer sending `times` copies of `request` at once
+    (as many as the exporter's buffers take) and never reading an answer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    with contextlib.suppress(OSError):
+        sock.send(request * times)
+    return sock
+
+
+class PipelineFlood(threading.Thread):
+    """`count` connections pipelining without reading, then one more every `every` seconds
+    (to `limit` in all), as an attacker keeps taking any connection slot that comes free."""
+
+    def __init__(
+        self, port: int, request: bytes, times: int, count: int, limit: int, every: float
+    ) -> None:
+        super().__init__(daemon=True)
+        self._port = port
+        self._pipeline = (request, times)
+        self.sockets = [self._open() for _ in range(count)]
+        self._limit = limit
+        self._every = every
+        self._stopping = threading.Event()
+
+    def _open(self) -> socket.socket:
+        return pipeline_without_reading(self._port, *self._pipeline)
+
+    def run(self) -> None:
+        while len(self.sockets) < self._limit and not self._stopping.wait(self._every):
+            self.sockets.append(self._open())
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join()
+        close_all(self.sockets)
+
+
+def reset_by_server(sock: socket.socket) -> bool:
+    """Whether the exporter reset this connection, read from the kernel's state of it: reading
+    the socket to find out would take the answers it is meant to leave unread."""
+    tcp_close = 7  # TCP_CLOSE in linux/tcp_states.h, after a reset
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == tcp_close

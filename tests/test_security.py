@@ -29,12 +29,15 @@ from exporter.demo import SimAccount, Simulator
 from exporter.http import Exporter
 from tests.attacks import (
     UNFINISHED_HEAD,
+    PipelineFlood,
     close_all,
     closed_by_server,
     connect,
     http_get,
     http_status,
     password_flood,
+    pipeline_without_reading,
+    reset_by_server,
 )
 from tests.helpers import (
     ExporterProcess,
@@ -642,35 +645,157 @@ def test_a_connection_flood_pushes_out_idle_connections_not_scrapers() -> None:
     assert len(still_open) <= 20
 
 
-def test_over_the_cap_with_every_connection_busy_a_newcomer_is_refused_at_once(
+def test_over_the_cap_with_every_connection_busy_logged_in_a_newcomer_is_refused_at_once(
     tmp_path: Path,
 ) -> None:
     web_config = tmp_path / "web.yml"
-    # A slow hash keeps two logins busy long enough to try a third connection.
+    web_config.write_text(f"basic_auth_users:\n  prometheus: {hashed(PASSWORD)}\n")
+    # An upstream that takes the connection and never answers keeps two scrapes busy.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        upstream = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        config = write_config(
+            tmp_path,
+            {"accounts": [account("stuck", "datalabs", "stuck-key", upstream, timeout="30s")]},
+        )
+        with ExporterProcess(
+            "--config.file",
+            str(config),
+            "--web.config.file",
+            str(web_config),
+            "--web.max-connections",
+            "2",
+        ) as exporter:
+            busy = []
+            for _ in range(2):
+                sock = socket.create_connection(("127.0.0.1", exporter.port), timeout=20)
+                sock.sendall(
+                    "GET /probe?account=stuck HTTP/1.1\r\nHost: x\r\n"
+                    "X-Prometheus-Scrape-Timeout-Seconds: 4\r\n"
+                    f"Authorization: {basic('prometheus', PASSWORD)}\r\n\r\n".encode()
+                )
+                busy.append(sock)
+            time.sleep(0.5)  # for the exporter to read both heads: busy from then on
+            newcomer = socket.create_connection(("127.0.0.1", exporter.port), timeout=20)
+            answer = newcomer.recv(200)
+            # At once: before the scrapes the busy ones wait for have answered them.
+            busy_answered_first = any(closed_by_server(sock) for sock in busy)
+            first_busy = busy[0].recv(12)
+            close_all([*busy, newcomer])
+    assert answer.startswith(b"HTTP/1.1 503")
+    assert b"too many connections" in answer
+    assert not busy_answered_first
+    # The busy ones were not pushed out: they got their answer (their scrape timed out).
+    assert first_busy == b"HTTP/1.1 200"
+
+
+def test_logins_waiting_for_bcrypt_make_room_for_a_logged_in_client(tmp_path: Path) -> None:
+    web_config = tmp_path / "web.yml"
+    # A slow hash keeps two wrong guesses busy long enough to try a third connection.
     web_config.write_text(f"basic_auth_users:\n  prometheus: {hashed(PASSWORD, cost=13)}\n")
+    good = basic("prometheus", PASSWORD)
     with ExporterProcess(
         "--demo", "--web.config.file", str(web_config), "--web.max-connections", "2"
     ) as exporter:
-        busy = []
+        assert http_get(exporter.port, "/-/healthy", good, timeout=30)[0] == 200
+        guesses = []
         for guess in ("guess-1", "guess-2"):
-            sock = socket.create_connection(("127.0.0.1", exporter.port), timeout=20)
+            sock = socket.create_connection(("127.0.0.1", exporter.port), timeout=30)
             sock.sendall(
                 f"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: {basic('prometheus', guess)}"
                 "\r\n\r\n".encode()
             )
-            busy.append(sock)
-        time.sleep(0.5)  # for the exporter to read both heads: busy from then on
-        newcomer = socket.create_connection(("127.0.0.1", exporter.port), timeout=20)
-        answer = newcomer.recv(200)
-        # At once: before the bcrypt checks the busy ones wait for have answered them.
-        busy_answered_first = any(closed_by_server(sock) for sock in busy)
-        first_busy = busy[0].recv(12)
-        close_all([*busy, newcomer])
-    assert answer.startswith(b"HTTP/1.1 503")
-    assert b"too many connections" in answer
-    assert not busy_answered_first
-    # The busy ones were not pushed out: they got their answer.
-    assert first_busy == b"HTTP/1.1 401"
+            guesses.append(sock)
+        time.sleep(0.3)  # for the exporter to read both heads: busy from then on
+        status = http_get(exporter.port, "/-/healthy", good, timeout=30)[0]
+        second_checked_first = closed_by_server(guesses[1])
+        oldest_cut_off = reset_by_server(guesses[0])
+        close_all(guesses)
+    assert status == 200
+    # Let in while both wrong guesses were still waiting for bcrypt: the oldest made room.
+    assert not second_checked_first
+    assert oldest_cut_off
+
+
+def test_clients_without_the_password_cannot_crowd_out_prometheus(tmp_path: Path) -> None:
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(f"basic_auth_users:\n  prometheus: {hashed(PASSWORD)}\n")
+    good = basic("prometheus", PASSWORD)
+    with ExporterProcess(
+        "--demo", "--web.config.file", str(web_config), "--web.max-connections", "40"
+    ) as exporter:
+        # More connections than the cap, each thousands of requests deep, never reading, and
+        # more coming to take any slot that comes free.
+        flood = PipelineFlood(
+            exporter.port,
+            b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n",
+            6000,
+            count=60,
+            limit=400,
+            every=0.01,
+        )
+        flood.start()
+        try:
+            time.sleep(0.5)
+            scrapes = []
+            for _ in range(5):
+                scrapes.append(http_get(exporter.port, "/metrics", good, timeout=10))
+                time.sleep(0.2)
+        finally:
+            flood.stop()
+        rss = exporter.rss_bytes()
+    seconds = sorted(seconds for _, seconds in scrapes)
+    print(
+        f"\n{len(flood.sockets)} connections pipelining 6000 requests without the password, "
+        f"never reading: scrapes {[status for status, _ in scrapes]}, "
+        f"slowest {seconds[-1] * 1000:.0f} ms, RSS {rss >> 20} MiB"
+    )
+    assert [status for status, _ in scrapes] == [200] * 5
+
+
+def test_a_client_that_does_not_read_its_answers_is_cut_off() -> None:
+    with ExporterProcess("--demo", "--web.write-timeout", "1s", "--log.level", "debug") as exporter:
+        # Megabytes of answers: more than the kernel's buffers hold for a client.
+        stuck = pipeline_without_reading(
+            exporter.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 500
+        )
+        deadline = time.monotonic() + 15
+        while not reset_by_server(stuck) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        cut_off = reset_by_server(stuck)
+        stuck.close()
+        log = exporter.log()
+    assert cut_off
+    assert "does not read its answers" in log
+
+
+def test_stalled_connections_make_room_for_a_scraper() -> None:
+    # No basic auth, so every connection got past the checks; the write timeout is long, so
+    # only the order in which connections make room lets the scraper in.
+    with ExporterProcess(
+        "--demo", "--web.max-connections", "10", "--web.write-timeout", "60s"
+    ) as exporter:
+        # Scrapes of 66 KB each: a connection's kernel buffers are full after a few dozen.
+        flood = PipelineFlood(
+            exporter.port,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+            500,
+            count=10,
+            limit=200,
+            every=0.05,
+        )
+        flood.start()
+        try:
+            deadline = time.monotonic() + 15
+            statuses = []
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                statuses.append(http_status(exporter.port, "/-/healthy", timeout=5))
+                if statuses[-1] == 200:
+                    break
+        finally:
+            flood.stop()
+    # 503 while the flood's answers still fit the kernel's buffers; let in once they stall.
+    assert statuses[-1] == 200, statuses
 
 
 def test_a_client_hanging_up_frees_its_scrape_slot(tmp_path: Path) -> None:
