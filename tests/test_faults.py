@@ -457,6 +457,50 @@ async def test_a_text_answer_built_to_backtrack_costs_no_more_than_reading_it(
     assert not [line for line in captured_logs.text if "level=error" in line]
 
 
+async def test_comparing_two_large_equal_subtrees_costs_their_size(
+    simulator: Simulator, make_exporter: ExporterFactory
+) -> None:
+    """50 credits of 166 comparisons each over two equal 150,000-item lists: a few steps of the
+    tree walk per comparison, each a walk of both lists inside Python's ==. The comparison is
+    charged what it compares, so the budget ends it, and other accounts' scrapes with it."""
+    accounts, balances = healthy_accounts(simulator)
+    items = [0] * 150_000
+    answer = {"a": items, "b": items, "n": 1}
+    simulator.add("json", SimAccount(CANARY, chaos=[(1.0, respond(200, answer))]))
+    path = "a==b&&" * 166 + "n"
+    accounts.append(
+        {
+            "name": "faulty",
+            "provider": "http_json",
+            "api_key": CANARY,
+            "cache_ttl": "0s",
+            "request": {
+                "url": simulator.base_url("json") + "/v1/balance",
+                "headers": {"Authorization": "Bearer {api_key}"},
+            },
+            "values": {
+                "credits": [
+                    {"credit_type": f"c{index}", "pool": "one_time", "path": path}
+                    for index in range(50)
+                ]
+            },
+        }
+    )
+    _, client = await make_exporter({"accounts": accounts})
+    headers = {"X-Prometheus-Scrape-Timeout-Seconds": str(SCRAPE_TIMEOUT)}
+    loop = asyncio.get_running_loop()
+    for _ in range(2):
+        started = loop.time()
+        found = samples(await (await client.get("/metrics", headers=headers)).text())
+        assert loop.time() - started < SCRAPE_TIMEOUT - 0.5 + BUDGET_SLACK
+        assert value(found, "apibalance_up", provider="http_json", account="faulty") == 0.0
+        assert_healthy_exact(found, balances)
+    started = loop.time()
+    probe = samples(await (await client.get("/probe?account=ok-anticaptcha")).text())
+    assert loop.time() - started < BUDGET_SLACK
+    assert value(probe, "apibalance_up", provider="anticaptcha", account="ok-anticaptcha") == 1.0
+
+
 async def test_promtool_accepts_the_exposition_during_every_fault_at_once(
     simulator: Simulator, make_exporter: ExporterFactory
 ) -> None:

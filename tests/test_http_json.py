@@ -18,7 +18,8 @@ from exporter.configfile import ConfigError
 from exporter.demo import Fault, SimAccount, Simulator, delay, respond
 from exporter.demo.json_apis import JsonAccount
 from exporter.engine import Engine, Snapshot
-from exporter.model import Credit, Reading, Reason
+from exporter.model import CollectError, Credit, Reading, Reason
+from exporter.providers.http_json.expressions import Budget, compile_expression, search
 from exporter.upstream import Upstream
 from tests.conftest import ExporterFactory
 from tests.helpers import (
@@ -1045,3 +1046,58 @@ async def test_datalabs_by_config_matches_the_built_in_provider(
     assert mine == theirs
     assert mine[("apibalance_balance_usd", frozenset())] == 25.0
     assert mine[("apibalance_up", frozenset())] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("a == b", True),
+        ("a != c", True),
+        ("a == c", False),
+        ("s < t", True),
+        ("n >= `2`", True),
+        ("a < b", None),  # ordering is for numbers and strings only
+        ("`true` < `false`", None),
+        ("contains(a, `2`)", True),
+        ("to_string(n)", "2"),
+        ("length(s)", 5),
+    ],
+)
+def test_comparisons_and_functions_keep_their_meaning_under_the_budget(
+    expression: str, expected: Any
+) -> None:
+    body = {
+        "a": [1, 2, {"x": "y"}],
+        "b": [1, 2, {"x": "y"}],
+        "c": [1, 2],
+        "s": "apple",
+        "t": "b",
+        "n": 2,
+    }
+    assert search(compile_expression(expression), body, "test", Budget()) == expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "at_least"),
+    [
+        ("a == b", 120_000),
+        ("a != b", 120_000),
+        ("contains(a, `1`)", 120_000),
+        ("to_string(a)", 120_000),
+        # A string is compared a KiB to a step.
+        ("s == t", 195),
+        ("s < t", 195),
+    ],
+)
+def test_a_comparison_or_function_is_charged_what_it_reads(expression: str, at_least: int) -> None:
+    items: list[Any] = [[0, {"k": "v"}]] * 40_000  # 120,000 values in one shallow list
+    body = {"a": items, "b": list(items), "s": "x" * 200_000, "t": "x" * 200_000}
+    budget = Budget(10_000_000)
+    search(compile_expression(expression), body, "test", budget)
+    assert 10_000_000 - budget.steps_left >= at_least
+
+
+def test_comparing_subtrees_larger_than_the_budget_is_refused() -> None:
+    body = {"a": [0] * 150_000, "b": [0] * 150_000}
+    with pytest.raises(CollectError, match="takes more than 100000 steps"):
+        search(compile_expression("a == b"), body, "test", Budget())

@@ -50,6 +50,8 @@ MAX_FAN_OUT = 1000
 # new list, object or string), so that no answer and config together can hold the event loop
 # for long: some 50 ms at most, where reading a balance takes a few hundred steps.
 MAX_EVALUATION_STEPS = 100_000
+# Comparing or copying a string is a memcmp or memcpy: a step is this many characters of it.
+STRING_CHARS_PER_STEP = 1024
 
 
 # -- arithmetic -------------------------------------------------------------------------
@@ -249,10 +251,36 @@ class _BudgetedInterpreter(TreeInterpreter):
         self._budget = budget
         self._headers = headers
 
+    def visit_comparator(self, node: _TreeNode, value: Any) -> Any:
+        """jmespath's comparison, charged by what it compares: Python's == walks two equal
+        subtrees whole in what is one step of the tree walk."""
+        operator = node["value"]
+        left = self.visit(node["children"][0], value)
+        right = self.visit(node["children"][1], value)
+        if operator in _EQUALITY and type(left) is type(right) and _length(left) == _length(right):
+            charge_size(self._budget, left)
+        elif isinstance(left, str) and isinstance(right, str):
+            self._budget.spend(min(len(left), len(right)) // STRING_CHARS_PER_STEP)
+        compare = self.COMPARATOR_FUNC[operator]
+        if operator in _EQUALITY:
+            return compare(left, right)
+        # Ordering is for numbers and strings only; anything else compares as null.
+        return compare(left, right) if _ordered(left) and _ordered(right) else None
+
     def visit_function_expression(self, node: _TreeNode, value: Any) -> Any:
-        if node["value"] == HEADER_FUNCTION:
+        name = node["value"]
+        if name == HEADER_FUNCTION:
             return self._headers.get(header_name(node))
-        return super().visit_function_expression(node, value)
+        arguments = [self.visit(child, value) for child in node["children"]]
+        for argument in arguments:
+            # contains() compares its subject with every item, to_string() writes it out.
+            if name in _DEEP_FUNCTIONS:
+                charge_size(self._budget, argument)
+            elif isinstance(argument, list | dict):
+                self._budget.spend(len(argument))
+            elif isinstance(argument, str):
+                self._budget.spend(len(argument) // STRING_CHARS_PER_STEP)
+        return FUNCTIONS.call_function(name, arguments)
 
     def visit(self, node: _TreeNode, *args: Any, **kwargs: Any) -> Any:
         self._budget.spend(1)
@@ -260,6 +288,40 @@ class _BudgetedInterpreter(TreeInterpreter):
         if node["type"] in _BUILDING_NODES and isinstance(result, list | dict | str):
             self._budget.spend(len(result))
         return result
+
+
+# Functions whose work is the whole of their argument, however deeply nested.
+_DEEP_FUNCTIONS = frozenset({"contains", "to_string"})
+
+
+_EQUALITY = frozenset({"eq", "ne"})
+
+
+def _ordered(value: Any) -> bool:
+    return isinstance(value, int | float | str) and not isinstance(value, bool)
+
+
+def _length(value: Any) -> int | None:
+    return len(value) if isinstance(value, list | dict | str) else None
+
+
+def charge_size(budget: Budget, value: Any) -> None:
+    """Spend a step per value inside `value`, however deep, and one per STRING_CHARS_PER_STEP
+    characters of each string: what comparing it or writing it out costs. The walk stops
+    where the budget does, so it costs no more than the budget either."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            budget.spend(len(item))
+            stack.extend(v for v in item.values() if isinstance(v, list | dict | str))
+        elif isinstance(item, list):
+            budget.spend(len(item))
+            stack.extend(v for v in item if isinstance(v, list | dict | str))
+        elif isinstance(item, str):
+            budget.spend(len(item) // STRING_CHARS_PER_STEP)
+        else:
+            budget.spend(1)
 
 
 # The nodes that make a new list, object or string, whose size is work done.
