@@ -36,8 +36,16 @@ from exporter.configfile import (
     validation_problems,
 )
 from exporter.hints import closest, did_you_mean
+from exporter.model import Reports
 from exporter.providers import PROVIDERS, Provider
 from exporter.settings import USD, AccountSettings, GlobalSettings, SecretSource
+from exporter.thresholds import (
+    CreditThreshold,
+    credit_series,
+    daily_limit_threshold_problem,
+    money_threshold_problem,
+    unknown_credit_key,
+)
 
 MAX_KEY_FILE_BYTES = 64 * 1024
 KEY_SOURCES = frozenset({"api_key_file", "api_key_env", "api_key"})
@@ -64,6 +72,8 @@ class Account:
     top_up_url: str | None = None
     # The account's own `labels`, sorted by name.
     labels: tuple[tuple[str, str], ...] = ()
+    low_credits: tuple[CreditThreshold, ...] = ()
+    low_daily_limit: float | None = None
 
     @property
     def provider_type(self) -> str:
@@ -102,6 +112,8 @@ class Account:
             "cache_ttl",
             "labels",
             "top_up_url",
+            "low_credits",
+            "low_daily_limit",
         } | KEY_SOURCES
         return (
             self.provider_type == other.provider_type
@@ -327,6 +339,9 @@ def _account(
                 break
     if key is not None:
         problems.extend(_secrets_in_labels(settings, (key, *secrets.values()), loc, locator))
+    reports = provider_cls.reports(settings)
+    low_credits, threshold_problems = _thresholds(settings, reports, loc, locator)
+    problems.extend(threshold_problems)
     if problems or key is None or base_url is None:
         return None, problems
     account = Account(
@@ -345,8 +360,36 @@ def _account(
         service=provider_cls.service(settings),
         top_up_url=settings.top_up_url or provider_cls.top_up_url,
         labels=tuple(sorted(settings.labels.items())),
+        low_credits=low_credits,
+        low_daily_limit=settings.low_daily_limit,
     )
     return account, []
+
+
+def _thresholds(
+    settings: AccountSettings, reports: Reports, loc: Loc, locator: Locator
+) -> tuple[tuple[CreditThreshold, ...], list[Problem]]:
+    """The account's credit thresholds, read against what it reports; and every threshold
+    it can never be compared with, as a problem with a hint to the key that would."""
+    problems: list[Problem] = []
+    money = money_threshold_problem(reports)
+    if money is not None:
+        for key in ("low_balance", "low_balance_usd"):
+            if getattr(settings, key) is not None:
+                problems.append(locator.problem((*loc, key), money))
+    daily = daily_limit_threshold_problem(reports)
+    if daily is not None and settings.low_daily_limit is not None:
+        problems.append(locator.problem((*loc, "low_daily_limit"), daily))
+    thresholds = []
+    for key, below in settings.low_credits.items():
+        series = credit_series(key, reports)
+        if series is None:
+            problems.append(
+                locator.problem((*loc, "low_credits", key), unknown_credit_key(key, reports))
+            )
+        else:
+            thresholds.append(CreditThreshold(*series, below))
+    return tuple(thresholds), problems
 
 
 def _secrets_in_labels(

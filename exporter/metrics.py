@@ -172,6 +172,17 @@ THRESHOLD_IN_CURRENCY = Family(
     "currency, from the config low_balance.",
     CURRENCY_LABELS,
 )
+LOW_CREDITS = Family(
+    "apibalance_low_credits_threshold",
+    "Credits below which the account counts as low, from the config low_credits; "
+    'pool="all" is a threshold on all pools of the credit type together.',
+    CREDIT_LABELS,
+)
+LOW_DAILY_LIMIT = Family(
+    "apibalance_low_daily_limit_threshold",
+    "Requests left today below which the account counts as low, from the config low_daily_limit.",
+    ACCOUNT_LABELS,
+)
 DURATION = Family(
     "apibalance_collect_duration_seconds",
     "Time the last collection of the account took, in seconds.",
@@ -212,6 +223,8 @@ ACCOUNT_FAMILIES = (
     DAILY_TASKS,
     THRESHOLD,
     THRESHOLD_IN_CURRENCY,
+    LOW_CREDITS,
+    LOW_DAILY_LIMIT,
     DURATION,
     LAST_SUCCESS,
     ERRORS,
@@ -257,6 +270,10 @@ def account_series(snapshot: Snapshot) -> Iterator[Series]:
             yield THRESHOLD, (), amount
         else:
             yield THRESHOLD_IN_CURRENCY, (currency,), amount
+    for low_credits in snapshot.account.low_credits:
+        yield LOW_CREDITS, (low_credits.credit_type, low_credits.pool), low_credits.below
+    if snapshot.account.low_daily_limit is not None:
+        yield LOW_DAILY_LIMIT, (), snapshot.account.low_daily_limit
     yield DURATION, (), outcome.duration
     if snapshot.last_success_wall is not None:
         yield LAST_SUCCESS, (), snapshot.last_success_wall

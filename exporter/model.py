@@ -51,6 +51,47 @@ class CollectError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Reports:
+    """What an account's answers can hold, as its definition says: the thresholds it can be
+    compared with (a threshold on anything else is refused at load)."""
+
+    money: bool = True
+    # The (credit_type, pool) series its answers can hold.
+    credits: tuple[tuple[str, str], ...] = ()
+    # Pools of credit types the answers name themselves (Ocean.io: any `<type>Credits`), so
+    # that any type name may be given a threshold; empty when every type is known.
+    pools_of_any_type: tuple[str, ...] = ()
+    daily_limit: bool = False
+
+    @property
+    def credit_types(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(credit_type for credit_type, _ in self.credits))
+
+    @property
+    def any_credits(self) -> bool:
+        return bool(self.credits or self.pools_of_any_type)
+
+    def in_words(self) -> str:
+        """What it reports, for a refusal's hint: `money and credits: captcha (pool
+        subscription)`."""
+        parts = ["money"] if self.money else []
+        if self.credits:
+            listed = []
+            for credit_type in self.credit_types:
+                pools = [pool for kind, pool in self.credits if kind == credit_type]
+                listed.append(
+                    f"{credit_type} (pool{'s' if len(pools) > 1 else ''} {', '.join(pools)})"
+                )
+            more = ", and any type the answers add" if self.pools_of_any_type else ""
+            parts.append(f"credits: {', '.join(listed)}{more}")
+        elif self.pools_of_any_type:
+            parts.append(f"credits in pools {', '.join(self.pools_of_any_type)}")
+        if self.daily_limit:
+            parts.append("a daily limit")
+        return "; ".join(parts) if parts else "nothing"
+
+
+@dataclass(frozen=True, slots=True)
 class Credit:
     credit_type: str
     pool: str

@@ -176,6 +176,10 @@ def check_currency_code(value: str) -> str:
 
 CurrencyCode = Annotated[str, AfterValidator(check_currency_code)]
 Threshold = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# A `low_credits` key: a credit type, or a type and a pool after a dot.
+CreditKey = Annotated[
+    str, Field(min_length=1, max_length=257), AfterValidator(_no_control_characters)
+]
 
 
 class Strict(BaseModel):
@@ -242,6 +246,11 @@ class AccountSettings(Strict):
     currency: CurrencyCode | None = None
     # In the account's currency; for a USD account the same as low_balance_usd.
     low_balance: Threshold | None = None
+    # Below this many credits: `<credit_type>` (all its pools together) or
+    # `<credit_type>.<pool>`; read against what the account reports (exporter.thresholds).
+    low_credits: dict[CreditKey, Threshold] = Field(default_factory=dict, max_length=64)
+    # Below this many requests left today.
+    low_daily_limit: Threshold | None = None
     # Static labels of the account (its owner, its cost centre), for routing its alerts.
     labels: dict[LabelName, LabelValue] = Field(default_factory=dict, max_length=MAX_ACCOUNT_LABELS)
     # Where to pay, when not the provider's own page (a reseller, an internal request form).

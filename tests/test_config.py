@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import load_config, parse_config
+from exporter.config import Account, load_config, parse_config
 from exporter.configfile import ConfigError
 from exporter.providers import BUILT_IN, PROVIDERS
 from exporter.settings import RESERVED_LABELS, parse_duration
@@ -533,3 +533,97 @@ def test_more_than_sixteen_labels_are_refused() -> None:
     [line] = problems_of(text, K="k-123456")
     assert line.startswith("cfg.yml:2: accounts[0].labels: ")
     assert "at most 16" in line
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        (
+            "invalid-low-balance-on-credits.yml",
+            ":5: accounts[0].low_balance: this account reports credits, not money; use "
+            "low_credits (it reports credits: searches (pool total))",
+        ),
+        (
+            "invalid-low-credits-unknown-type.yml",
+            ":6: accounts[0].low_credits.search: this account reports no credit type or pool "
+            "'search' (did you mean 'searches'?): write a credit type for all its pools "
+            "together, or <credit_type>.<pool> (it reports credits: searches (pool total))",
+        ),
+        (
+            "invalid-low-credits-on-money.yml",
+            ":5: accounts[0].low_credits.captcha: this account reports no credits; use "
+            "low_balance (it reports money)",
+        ),
+        (
+            "invalid-low-credits-ocean-pool.yml",
+            ":6: accounts[0].low_credits.standard.monthly: no credit type or pool "
+            "'standard.monthly' (did you mean 'standard.one_time'?): write a credit type, or a "
+            "type and one of its pools (one_time, recurrent) after a dot",
+        ),
+        (
+            "invalid-low-credits-http-json.yml",
+            ":12: accounts[0].low_credits.requests.daily: this account reports no credit type "
+            "or pool 'requests.daily' (did you mean 'requests'?): write a credit type for all "
+            "its pools together, or <credit_type>.<pool> (it reports credits: requests (pool "
+            "monthly))",
+        ),
+        (
+            "invalid-low-daily-limit-without-limit.yml",
+            ":5: accounts[0].low_daily_limit: this account reports no daily limit; use "
+            "low_balance (it reports money)",
+        ),
+    ],
+)
+def test_a_threshold_that_can_never_apply_is_refused_with_a_hint(
+    fixture: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("SERPAPI_KEY", "TWOCAPTCHA_KEY", "OCEAN_TOKEN", "OWN_KEY", "CAPMONSTER_KEY"):
+        monkeypatch.setenv(variable, "key-0123456789")
+    path = TESTDATA / fixture
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.lines == [f"{path}{expected}"]
+
+
+def test_credit_thresholds_are_read_against_what_the_account_reports() -> None:
+    text = """\
+accounts:
+  - name: search
+    provider: serpapi
+    api_key_env: KEY
+    low_credits: {searches: 500, searches.total: 100}
+  - name: data
+    provider: ocean
+    api_key_env: KEY
+    low_credits: {standard: 5, email.recurrent: 3, company_lookup: 2, company_lookup.one_time: 1}
+    low_daily_limit: 40
+  - name: dotted
+    provider: http_json
+    api_key_env: KEY
+    request: {url: "https://balance.example.com/v1/left", headers: {X-Key: "{api_key}"}}
+    values:
+      credits:
+        - {credit_type: api.v2, pool: monthly, path: a}
+        - {credit_type: api, pool: v2, path: b}
+    low_credits: {api.v2: 10, api.v2.monthly: 5, api: 3}
+"""
+    search, data, dotted = parse_config(text, environ={"KEY": "k-123456"}).accounts
+
+    def thresholds(account: Account) -> list[tuple[str, str, float]]:
+        return [(t.credit_type, t.pool, t.below) for t in account.low_credits]
+
+    assert thresholds(search) == [("searches", "all", 500), ("searches", "total", 100)]
+    assert thresholds(data) == [
+        ("standard", "all", 5),
+        ("email", "recurrent", 3),
+        # Ocean exports every credit type its answers hold, types added later too.
+        ("company_lookup", "all", 2),
+        ("company_lookup", "one_time", 1),
+    ]
+    assert data.low_daily_limit == 40
+    # A credit type holding a dot is read whole before the last dot is taken for a pool.
+    assert thresholds(dotted) == [
+        ("api.v2", "all", 10),
+        ("api.v2", "monthly", 5),
+        ("api", "all", 3),
+    ]

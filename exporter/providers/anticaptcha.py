@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, field_validator
 
-from exporter.model import CollectError, Credit, Reading, Reason, Spend, finite_number
+from exporter.model import CollectError, Credit, Reading, Reason, Reports, Spend, finite_number
 from exporter.providers.antigate import AntigateProvider
 from exporter.providers.base import all_or_nothing, require_object
 from exporter.settings import AccountSettings, LabelValue, Strict
@@ -100,6 +100,10 @@ class AntiCaptcha(AntigateProvider):
     top_up_url = "https://anti-captcha.com/clients/finance/refill"
     settings_model = AntiCaptchaSettings
     min_interval = 30.0
+
+    @classmethod
+    def reports(cls, settings: AccountSettings) -> Reports:
+        return Reports(credits=(("captcha", "subscription"),))
 
     async def fetch(self, http: AccountHttp) -> Reading:
         assert isinstance(self.settings, AntiCaptchaSettings)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import SecretStr
 
-from exporter.model import CollectError, Reading, Reason
+from exporter.model import CollectError, Reading, Reason, Reports
 from exporter.settings import AccountSettings, SecretSource
 from exporter.upstream import AccountHttp, Answer
 
@@ -72,6 +72,11 @@ class Provider(ABC):
     def service(cls, settings: AccountSettings) -> str:
         """What the account is an account of, in words (the `service` label)."""
         return cls.service_names[0] if cls.service_names else cls.type_name
+
+    @classmethod
+    def reports(cls, settings: AccountSettings) -> Reports:
+        """What the account's answers can hold: money, unless the type says more or else."""
+        return Reports()
 
     @property
     def api_key(self) -> str:

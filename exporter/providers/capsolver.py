@@ -19,9 +19,10 @@ import time
 from types import MappingProxyType
 from typing import Any
 
-from exporter.model import CollectError, Credit, Reading, Reason, finite_number
+from exporter.model import CollectError, Credit, Reading, Reason, Reports, finite_number
 from exporter.providers.antigate import AntigateProvider
 from exporter.providers.base import require_object
+from exporter.settings import AccountSettings
 
 ACTIVE_STATUS = 1
 
@@ -49,6 +50,10 @@ class CapSolver(AntigateProvider):
     temporary_blocks = MappingProxyType(
         {"ERROR_KEY_TEMP_BLOCKED": 5 * 60.0, "ERROR_IP_BANNED": 10 * 60.0}
     )
+
+    @classmethod
+    def reports(cls, settings: AccountSettings) -> Reports:
+        return Reports(credits=(("captcha", "package"),))
 
     def read_balance(self, data: dict[str, Any]) -> Reading:
         reading = super().read_balance(data)

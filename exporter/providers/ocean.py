@@ -34,8 +34,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from exporter.model import CollectError, Credit, Reading, Reason, finite_number
+from exporter.model import CollectError, Credit, Reading, Reason, Reports, finite_number
 from exporter.providers.base import Provider, require_object, status_error
+from exporter.settings import AccountSettings
 from exporter.upstream import AccountHttp, Answer
 
 STANDARD_FIELD = "credits"
@@ -61,6 +62,18 @@ class Ocean(Provider):
     # Ocean.io's app, where the plan and its credits are managed.
     top_up_url = "https://app.ocean.io"
     default_cache_ttl_floor = 15 * 60.0
+
+    @classmethod
+    def reports(cls, settings: AccountSettings) -> Reports:
+        pools = tuple(pool for _, pool in POOLS)
+        documented = sorted(filter(None, map(credit_type_of, DOCUMENTED_TYPES)))
+        return Reports(
+            money=False,
+            credits=tuple((credit_type, pool) for credit_type in documented for pool in pools),
+            # Every `<type>Credits` object of an answer is exported, types added later too.
+            pools_of_any_type=pools,
+            daily_limit=True,
+        )
 
     async def fetch(self, http: AccountHttp) -> Reading:
         answer = await http.request(

@@ -14,7 +14,15 @@ from jmespath.parser import ParsedResult
 from pydantic import SecretStr
 
 from exporter import logs
-from exporter.model import CollectError, Credit, Reading, Reason, finite_number, numeric_string
+from exporter.model import (
+    CollectError,
+    Credit,
+    Reading,
+    Reason,
+    Reports,
+    finite_number,
+    numeric_string,
+)
 from exporter.providers.base import Provider, status_error
 from exporter.providers.http_json.expressions import Budget, compile_expression, is_true, search
 from exporter.providers.http_json.settings import (
@@ -122,6 +130,15 @@ class HttpJson(Provider):
     @classmethod
     def upstream_url(cls, settings: AccountSettings) -> str | None:
         return cls.definition_of(settings).request.url
+
+    @classmethod
+    def reports(cls, settings: AccountSettings) -> Reports:
+        values = cls.definition_of(settings).values
+        return Reports(
+            money=values.balance is not None or values.balance_usd is not None,
+            credits=tuple((credit.credit_type, credit.pool) for credit in values.credits),
+            daily_limit=values.daily_limit_remaining is not None,
+        )
 
     @classmethod
     def service(cls, settings: AccountSettings) -> str:
