@@ -135,6 +135,11 @@ BALANCE_IN_CURRENCY = Family(
 CREDITS = Family(
     "apibalance_credits", "Credits left, by credit type and pool." + CACHED, CREDIT_LABELS
 )
+ALLOWANCE = Family(
+    "apibalance_credits_allowance",
+    "What the plan grants of the pool per period, where the service reports it." + CACHED,
+    CREDIT_LABELS,
+)
 LIMIT_LEFT = Family(
     "apibalance_daily_limit_remaining", "Requests left today." + CACHED, ACCOUNT_LABELS
 )
@@ -215,6 +220,7 @@ ACCOUNT_FAMILIES = (
     BALANCE,
     BALANCE_IN_CURRENCY,
     CREDITS,
+    ALLOWANCE,
     LIMIT_LEFT,
     LIMIT_RESET,
     HOURLY_SPEND,
@@ -254,6 +260,9 @@ def account_series(snapshot: Snapshot) -> Iterator[Series]:
             yield BALANCE_IN_CURRENCY, (reading.currency,), reading.balance
         for credit in reading.credits:
             yield CREDITS, (credit.credit_type, credit.pool), credit.value
+        for credit in reading.credits:
+            if credit.allowance is not None:
+                yield ALLOWANCE, (credit.credit_type, credit.pool), credit.allowance
         if reading.daily_limit_remaining is not None:
             yield LIMIT_LEFT, (), reading.daily_limit_remaining
         if reading.daily_limit_reset_seconds is not None:

@@ -96,6 +96,8 @@ class Credit:
     credit_type: str
     pool: str
     value: float
+    # What the plan grants of this pool per period, where the service reports it.
+    allowance: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

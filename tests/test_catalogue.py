@@ -104,6 +104,7 @@ MONEY_AND_QUOTA = (
     "apibalance_balance",
     "apibalance_balance_usd",
     "apibalance_credits",
+    "apibalance_credits_allowance",
     "apibalance_daily_limit_remaining",
     "apibalance_daily_limit_reset_seconds",
 )
@@ -134,9 +135,12 @@ def wanted_samples(expect: dict[str, Any]) -> dict[SampleKey, float]:
         else:
             labels = frozenset({("currency", expect["currency"])})
             wanted[("apibalance_balance", labels)] = float(expect["balance"])
-    for credit_type, pool, number in expect.get("credits", []):
+    # [credit_type, pool, credits left] and, where the answer says it, the plan's allowance.
+    for credit_type, pool, number, *allowance in expect.get("credits", []):
         labels = frozenset({("credit_type", credit_type), ("pool", pool)})
         wanted[("apibalance_credits", labels)] = float(number)
+        for granted in allowance:
+            wanted[("apibalance_credits_allowance", labels)] = float(granted)
     return wanted
 
 

@@ -210,7 +210,7 @@ def awkward_labels(simulator: Simulator) -> list[dict[str, object]]:
             },
             "values": {
                 "credits": [
-                    {"credit_type": 'quote"d', "pool": "a\\b", "path": "a"},
+                    {"credit_type": 'quote"d', "pool": "a\\b", "path": "a", "allowance": "a"},
                     {"credit_type": "ünïcode", "pool": "p", "path": "b"},
                     {"credit_type": "negative_zero", "pool": "p", "path": "c"},
                 ]

@@ -661,6 +661,42 @@ async def test_only_the_balance_may_be_negative(
     )
 
 
+@pytest.mark.parametrize(
+    ("plan", "allowance"),
+    [({"limit": 5000}, 5000.0), ({"limit": "5,000"}, 5000.0), ({"limit": None}, None), ({}, None)],
+)
+async def test_a_plans_allowance_is_read_where_the_answer_says_it(
+    simulator: Simulator, upstream: Upstream, plan: dict[str, Any], allowance: float | None
+) -> None:
+    """A null or missing allowance is a plan that grants none (pay as you go), not a fault."""
+    credit = {"credit_type": "sms", "pool": "monthly", "path": "left", "allowance": "plan.limit"}
+    settings = json_account(simulator, values={"credits": [credit]})
+    snapshot = await collect(simulator, upstream, settings, payload={"left": 328, "plan": plan})
+    assert snapshot.outcome.reading is not None
+    assert snapshot.outcome.reading.credits == (Credit("sms", "monthly", 328.0, allowance),)
+
+
+@pytest.mark.parametrize(
+    ("limit", "cause"),
+    [
+        (-1, "values.credits[0].allowance is negative"),
+        ("plenty", "values.credits[0].allowance is not a numeric string"),
+        ([5000], "values.credits[0].allowance is not a number"),
+    ],
+)
+async def test_an_allowance_that_is_not_a_count_fails_the_collection(
+    simulator: Simulator, upstream: Upstream, limit: Any, cause: str
+) -> None:
+    credit = {"credit_type": "sms", "pool": "monthly", "path": "left", "allowance": "limit"}
+    settings = json_account(simulator, values={"credits": [credit]})
+    snapshot = await collect(simulator, upstream, settings, payload={"left": 1, "limit": limit})
+    assert snapshot.outcome.error is not None
+    assert (snapshot.outcome.reason, snapshot.outcome.error.cause) == (
+        Reason.INVALID_RESPONSE,
+        cause,
+    )
+
+
 async def test_an_expression_that_fails_on_the_answer(
     simulator: Simulator, upstream: Upstream
 ) -> None:

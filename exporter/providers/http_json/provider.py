@@ -85,12 +85,13 @@ class HttpJson(Provider):
                 credit.pool,
                 compile_expression(credit.path),
                 None if credit.when is None else compile_expression(credit.when),
+                None if credit.allowance is None else compile_expression(credit.allowance),
             )
             for credit in values.credits
         ]
         # Without conditions every value is read or the collection fails; with them, an
         # answer may hold none of them, which is no reading either.
-        self._conditional = any(when is not None for *_, when in self._credits) or any(
+        self._conditional = any(when is not None for *_, when, _ in self._credits) or any(
             when is not None for _, _, when, _ in self._scalars
         )
         self._error = None if config.error is None else compile_expression(config.error)
@@ -314,14 +315,19 @@ class HttpJson(Provider):
                 search(expression, body, what, budget, headers), what, minimum
             )
         credits: list[Credit] = []
-        for i, (credit_type, pool, expression, when) in enumerate(self._credits):
+        for i, (credit_type, pool, expression, when, allowance) in enumerate(self._credits):
             what = f"values.credits[{i}]"
             if when is not None and not is_true(
                 search(when, body, what + ".when", budget, headers)
             ):
                 continue
             number = read_number(search(expression, body, what, budget, headers), what, 0.0)
-            credits.append(Credit(credit_type, pool, number))
+            granted = None
+            if allowance is not None:
+                found_allowance = search(allowance, body, what + ".allowance", budget, headers)
+                if found_allowance is not None:
+                    granted = read_number(found_allowance, what + ".allowance", 0.0)
+            credits.append(Credit(credit_type, pool, number, granted))
         if self._conditional and not found and not credits:
             raise CollectError(
                 Reason.INVALID_RESPONSE, "values: the answer holds none of them (no when held)"

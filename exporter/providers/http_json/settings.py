@@ -348,6 +348,9 @@ class CreditPath(Strict):
     pool: LabelValue
     path: Expression
     when: Expression | None = None
+    # What the plan grants of this pool per period, where the answer says it (ScraperAPI's
+    # `requestLimit`): apibalance_credits_allowance. Null in an answer: none granted.
+    allowance: Expression | None = None
 
 
 class ValueSettings(Strict):
