@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from exporter import __version__, logs, once
+from exporter import __version__, debug, logs, once
 from exporter.config import Config, load_config
 from exporter.configfile import ConfigError, attempt
 from exporter.connections import (
@@ -52,7 +52,11 @@ LISTEN_BACKLOG = 4096
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.collect_debug and not args.collect_once:
+        parser.error("--collect.debug goes with --collect.once")
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="collect_once",
         action="store_true",
         help="collect every account once, print a table, exit 0 when all are up, else 1",
+    )
+    parser.add_argument(
+        "--collect.debug",
+        dest="collect_debug",
+        action="store_true",
+        help="with --collect.once: also print, for each account, the requests as sent (secrets "
+        "redacted), the answers and each value read, as /probe?account=NAME&debug=true does",
     )
     parser.add_argument(
         "--web.listen-address",
@@ -259,11 +270,15 @@ async def collect_once_and_print(args: argparse.Namespace) -> int:
     try:
         for warning in config.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        snapshots = await once.collect_once(config)
+        debugged = await once.collect_once(config, debug=args.collect_debug)
     finally:
         if simulator is not None:
             await simulator.stop()
+    snapshots = [d.snapshot for d in debugged]
     print(once.table(snapshots))
+    if args.collect_debug:
+        for each in debugged:
+            print("\n" + debug.render(each), end="")
     return 0 if once.all_up(snapshots) else 1
 
 

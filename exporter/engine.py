@@ -20,6 +20,7 @@ whole minimum interval, and would set the upstream asked once per scrape.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import time
@@ -29,6 +30,7 @@ from typing import Protocol
 
 from exporter import logs
 from exporter.config import Account, Config
+from exporter.debug import TRACE, Trace
 from exporter.model import CollectError, Reading, Reason
 from exporter.upstream import DEFAULT_RETRY_AFTER, Upstream
 
@@ -116,9 +118,11 @@ class InFlight:
     (see the module docstring).
     """
 
-    def __init__(self, task: asyncio.Task[Outcome]) -> None:
+    def __init__(self, task: asyncio.Task[Outcome], trace: Trace | None = None) -> None:
         self.task = task
         self.waiting = 0
+        # Set when a debug request started the collection: it records into this.
+        self.trace = trace
 
     def join(self) -> None:
         self.waiting += 1
@@ -155,6 +159,8 @@ class AccountState:
         self.auth_failures = 0
         self.currency = account.currency
         self.inflight: InFlight | None = None
+        # The last debug collection (exporter.debug), kept to show with its outcome.
+        self.last_trace: tuple[Outcome, Trace] | None = None
 
     def snapshot(self, outcome: Outcome) -> Snapshot:
         return Snapshot(
@@ -177,15 +183,23 @@ class AccountState:
         """Join (or start) the in-flight collection and wait for it within `budget`."""
         return (await observe_all([self], [budget], self._clock))[0]
 
-    def join(self) -> Outcome | InFlight:
-        """The outcome to reuse, or the in-flight collection (started if need be), joined:
-        the caller waits for it, then leaves it or walks away."""
+    def join(self, trace: Trace | None = None) -> Outcome | InFlight:
+        """The outcome to reuse, or the in-flight collection (started if need be, recording
+        into `trace` if given), joined: the caller waits for it, then leaves it or walks away."""
         reused = self.reusable()
         if reused is not None:
             return reused
         inflight = self.inflight
         if inflight is None:
-            inflight = InFlight(asyncio.get_running_loop().create_task(self._collect()))
+            loop = asyncio.get_running_loop()
+            if trace is None:
+                task = loop.create_task(self._collect())
+            else:
+                # Only this task sees the trace: the hooks on the normal path find none.
+                context = contextvars.copy_context()
+                context.run(TRACE.set, trace)
+                task = loop.create_task(self._collect(), context=context)
+            inflight = InFlight(task, trace)
             self.inflight = inflight
         inflight.join()
         return inflight

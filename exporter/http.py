@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from prometheus_client.registry import Collector
 
+from exporter import debug
 from exporter.auth import Guard, GuardHolder
 from exporter.connections import mark_passed_checks
 from exporter.engine import Engine, Snapshot
@@ -140,6 +141,9 @@ class Exporter:
             return web.Response(status=400, text="missing parameter: account\n")
         if name not in self.engine.states:
             return web.Response(status=400, text="unknown account (not in the config)\n")
+        if request.query.get("debug", "").lower() in ("true", "1"):
+            debugged = await debug.traced_collection(self.engine, name)
+            return web.Response(text=debug.render(debugged))
         snapshots = await self._collect([name], scrape_timeout(request))
         return exposition(request, (AccountCollector(snapshots),))
 

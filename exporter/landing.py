@@ -20,6 +20,7 @@ from exporter.config import Account
 from exporter.engine import AccountState, Engine
 from exporter.metrics import ReloadStatus
 from exporter.model import Reading
+from exporter.settings import human_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ def _row(state: AccountState, now: float) -> str:
     error = (
         ""
         if last is None or last.error is None
-        else f"{last.error.reason.value}: {last.error.cause}"
+        else _text(f"{last.error.reason.value}: {last.error.cause}")
     )
     reading = state.last_reading
     if reading is None or state.last_success_wall is None:
@@ -66,10 +67,13 @@ def _row(state: AccountState, now: float) -> str:
             f"<td>{_text(_age(age))}<br><small>{_text(_utc(state.last_success_wall))}</small></td>"
         )
     probe = "/probe?account=" + urllib.parse.quote(account.name, safe="")
+    if status == "down":
+        # What the account was asked and answered, for finding out why.
+        error += f' <a href="{_text(probe)}&amp;debug=true">debug</a>'
     return (
         f'<tr><td><a href="{_text(probe)}">{_text(account.name)}</a></td>'
         f"<td>{_text(account.provider_type)}</td>"
-        f'<td class="{status}">{status}</td>{figures}<td>{_text(error)}</td></tr>'
+        f'<td class="{status}">{status}</td>{figures}<td>{error}</td></tr>'
     )
 
 
@@ -101,7 +105,7 @@ def _daily_limit(reading: Reading, age: float) -> list[str]:
     if reading.daily_limit_reset_seconds is not None:
         # Reported at collection time: count down from then.
         left = reading.daily_limit_reset_seconds - age
-        text += f", resets in {_duration(left)}" if left > 0 else ", reset due"
+        text += f", resets in {human_duration(left)}" if left > 0 else ", reset due"
     return [text]
 
 
@@ -135,19 +139,7 @@ def number(value: float) -> str:
 
 
 def _age(seconds: float) -> str:
-    return "just now" if seconds < 1 else f"{_duration(seconds)} ago"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
-    if minutes < 60:
-        return f"{minutes} min"
-    if hours < 24:
-        return f"{hours} h {minutes % 60} min" if minutes % 60 else f"{hours} h"
-    return f"{days} d {hours % 24} h" if hours % 24 else f"{days} d"
+    return "just now" if seconds < 1 else f"{human_duration(seconds)} ago"
 
 
 def _utc(timestamp: float) -> str:

@@ -52,6 +52,10 @@ def register_secrets(secrets: Iterable[str]) -> None:
         register_secret(secret)
 
 
+def registered_secrets() -> frozenset[str]:
+    return frozenset(_secrets)
+
+
 def forget_secrets() -> None:
     """Forget every registered key (a fresh process knows none; the tests start each so)."""
     _secrets.clear()

@@ -13,23 +13,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from exporter.config import Config
+from exporter.debug import Debugged, debug_all, number
 from exporter.engine import Engine, Snapshot
+from exporter.settings import human_duration
 from exporter.upstream import Upstream
 
 COLUMNS = ("ACCOUNT", "PROVIDER", "UP", "REASON", "BALANCE", "CREDITS", "DAILY LIMIT", "DURATION")
 
 
-async def collect_once(config: Config) -> list[Snapshot]:
+async def collect_once(config: Config, *, debug: bool = False) -> list[Debugged]:
+    """Every account collected once; with `debug`, each collection records its steps."""
     upstream = Upstream(config.global_settings.max_concurrency)
     try:
-        return await Engine(config, upstream).collect()
+        engine = Engine(config, upstream)
+        if debug:
+            return await debug_all(engine)
+        return [Debugged(snapshot, None) for snapshot in await engine.collect()]
     finally:
         await upstream.close()
-
-
-def _number(value: float) -> str:
-    # As precise as the service answered (to a millionth), without trailing zeros.
-    return f"{value:,.6f}".rstrip("0").rstrip(".")
 
 
 def rows(snapshot: Snapshot) -> list[tuple[str, ...]]:
@@ -41,13 +42,13 @@ def rows(snapshot: Snapshot) -> list[tuple[str, ...]]:
     if reading is not None:
         money = reading.money()
         if money is not None:
-            balance = f"{_number(money[0])} {money[1]}"
+            balance = f"{number(money[0])} {money[1]}"
         if reading.credits:
-            credits = [f"{c.credit_type}/{c.pool}={_number(c.value)}" for c in reading.credits]
+            credits = [f"{c.credit_type}/{c.pool}={number(c.value)}" for c in reading.credits]
         if reading.daily_limit_remaining is not None:
-            daily = _number(reading.daily_limit_remaining)
+            daily = number(reading.daily_limit_remaining)
             if reading.daily_limit_reset_seconds is not None:
-                daily += f" (resets in {reading.daily_limit_reset_seconds:.0f}s)"
+                daily += f" (resets in {human_duration(reading.daily_limit_reset_seconds)})"
     first = (
         snapshot.account.name,
         snapshot.account.provider_type,

@@ -42,6 +42,20 @@ def parse_duration(value: object) -> float:
     return sum(float(n) * _UNIT_SECONDS[unit] for unit, n in match.groupdict().items() if n)
 
 
+def human_duration(seconds: float) -> str:
+    """`21 h 28 min`: a length of time as the landing page, `--collect.once` and the debug
+    output write it for people."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if minutes < 60:
+        return f"{minutes} min"
+    if hours < 24:
+        return f"{hours} h {minutes % 60} min" if minutes % 60 else f"{hours} h"
+    return f"{days} d {hours % 24} h" if hours % 24 else f"{days} d"
+
+
 def _positive(seconds: float) -> float:
     if seconds <= 0:
         raise ValueError("must be longer than 0s")

@@ -25,6 +25,7 @@ import aiohttp
 import yarl
 
 from exporter import __version__
+from exporter.debug import TRACE
 from exporter.model import CollectError, Reason
 
 log = logging.getLogger(__name__)
@@ -203,16 +204,24 @@ class AccountHttp:
         elif form is not None:
             data = urllib.parse.urlencode(form).encode()
             send_headers["Content-Type"] = "application/x-www-form-urlencoded"
+        trace = TRACE.get()
         attempt = 0
         while True:
             attempt += 1
+            if trace is not None:
+                sent = {**self._upstream.session.headers, **send_headers}
+                number = trace.sent(method, url, sent, data)
             try:
                 answer = await self._attempt(method, url, send_headers, data)
             except CollectError as error:
+                if trace is not None:
+                    trace.failed(number, error)
                 if not self._may_retry(error, attempt):
                     raise
                 await self._backoff(attempt)
                 continue
+            if trace is not None:
+                trace.received(number, answer.status, answer.headers, answer.body)
             return answer
 
     def _may_retry(self, error: CollectError, attempt: int) -> bool:

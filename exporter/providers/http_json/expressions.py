@@ -30,6 +30,7 @@ from jmespath.parser import ParsedResult
 from jmespath.visitor import TreeInterpreter
 from pydantic import AfterValidator, Field
 
+from exporter.debug import TRACE
 from exporter.model import CollectError, Reason, numeric_string
 
 if TYPE_CHECKING:
@@ -352,6 +353,25 @@ def search(
     headers: Mapping[str, str] = NO_HEADERS,
 ) -> Any:
     """What `expression` finds in `body` (and, with `header()`, in the answer's `headers`)."""
+    trace = TRACE.get()
+    if trace is None:
+        return _search(expression, body, what, budget, headers)
+    try:
+        result = _search(expression, body, what, budget, headers)
+    except CollectError as error:
+        trace.read(what, expression.expression, error=error.cause)
+        raise
+    trace.read(what, expression.expression, result)
+    return result
+
+
+def _search(
+    expression: ParsedResult,
+    body: Any,
+    what: str,
+    budget: Budget,
+    headers: Mapping[str, str],
+) -> Any:
     try:
         return _BudgetedInterpreter(budget, headers).visit(expression.parsed, body)
     except jmespath_errors.JMESPathError:
