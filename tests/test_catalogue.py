@@ -463,36 +463,3 @@ async def test_the_readme_examples_run(
     config = build_config({"accounts": [settings]}, source="README.md")
     [snapshot] = await Engine(config, upstream).collect()
     assert snapshot.outcome.ok, snapshot.outcome.error
-
-
-async def test_deepgram_reads_usd_balances_as_money_and_hour_balances_as_hours(
-    simulator: Simulator, upstream: Upstream
-) -> None:
-    def balances(*items: tuple[float, str]) -> dict[str, Any]:
-        found = [{"balance_id": f"b{i}", "amount": a, "units": u} for i, (a, u) in enumerate(items)]
-        return {"status": 200, "json": {"balances": found}}
-
-    answers = [
-        balances((12.5, "usd"), (40.0, "hour"), (0.25, "USD")),
-        balances((40.0, "hour"), (2.5, "hour")),
-        balances(),
-    ]
-    sim = SimAccount(KEY)
-    for answer in answers:
-        sim = sim.then(served(answer))
-    simulator.add("catalogue/deepgram", sim)
-    config = build_config({"accounts": [account_of("deepgram", simulator)]}, source="test")
-    engine = Engine(config, upstream)
-    [mixed] = await engine.collect()
-    assert mixed.outcome.reading is not None
-    assert mixed.outcome.reading.balance_usd == 12.75
-    assert [(c.credit_type, c.pool, c.value) for c in mixed.outcome.reading.credits] == [
-        ("hours", "balance", 40.0)
-    ]
-    [hours_only] = await engine.collect()
-    assert hours_only.outcome.reading is not None
-    # Hours are never money: a project billed in hours has no balance, not a zero one.
-    assert hours_only.outcome.reading.balance_usd is None
-    assert [c.value for c in hours_only.outcome.reading.credits] == [42.5]
-    [empty] = await engine.collect()
-    assert empty.outcome.reason is Reason.INVALID_RESPONSE
