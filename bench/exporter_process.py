@@ -59,6 +59,10 @@ class Build:
 
     @classmethod
     def of(cls, name: str, python: str) -> Build:
+        if os.sep in python:
+            # Asked from another directory below; not resolved, or a venv's python would
+            # lose its venv.
+            python = os.path.abspath(python)
         found = subprocess.run(
             [python, "-c", _DESCRIBE], cwd="/", capture_output=True, text=True, check=True
         ).stdout

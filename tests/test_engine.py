@@ -7,10 +7,18 @@ import contextlib
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from exporter.config import Config, build_config
 from exporter.demo import SimAccount, Simulator, delay, respond
-from exporter.engine import AUTH_BACKOFF_BASE, Engine, InFlight, Outcome, scrape_budget
+from exporter.engine import (
+    AUTH_BACKOFF_BASE,
+    FAN_OUT_BATCH,
+    Engine,
+    InFlight,
+    Outcome,
+    scrape_budget,
+)
 from exporter.model import Reason
 from exporter.upstream import Upstream
 from tests.helpers import FrozenClock, account, gated_config, settle
@@ -264,6 +272,33 @@ async def test_max_concurrency_bounds_upstream_requests(
     snapshots = await engine.collect()
     assert all(s.outcome.ok for s in snapshots)
     assert simulator.peak_in_flight == 2
+
+
+async def test_requests_leave_while_the_last_collections_are_still_to_start(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    # Were every collection started before the first request went out, building the requests
+    # of many accounts would add to the upstream's latency instead of overlapping it.
+    count = 8 * FAN_OUT_BATCH
+    started_when_the_first_arrived: list[int] = []
+
+    async def note_the_first(request: web.Request) -> None:
+        if not started_when_the_first_arrived:
+            started = sum(state.inflight is not None for state in engine.states.values())
+            started_when_the_first_arrived.append(started)
+
+    accounts = []
+    for i in range(count):
+        key = f"k-fan-{i}"
+        simulator.add("datalabs", SimAccount(key, chaos=[(1.0, note_the_first)]))
+        accounts.append(one(simulator, "datalabs", key, cache_ttl="0s"))
+    engine = Engine(config_of(simulator, *accounts, max_concurrency=count), upstream)
+    await engine.collect()  # the connections are opened
+    started_when_the_first_arrived.clear()
+    snapshots = await engine.collect()
+    assert all(s.outcome.ok for s in snapshots)
+    [started] = started_when_the_first_arrived
+    assert started < count
 
 
 def test_scrape_budget() -> None:
