@@ -1,7 +1,7 @@
 """Structured logging (logfmt or JSON) that never prints a key.
 
 The engine registers here the key and named secrets of every account it is given (the
-http_json provider its login tokens as it gets them); the formatters replace any occurrence
+http_json provider its login tokens while it uses them); the formatters replace any occurrence
 of one in a message, a field or a traceback with `<redacted>`. Code does not
 log keys on purpose; this catches the accident (a provider echoing the key in an error text,
 a library putting a request body in an exception).
@@ -14,6 +14,7 @@ import logging
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,6 +32,13 @@ _secrets: set[str] = set()
 _by_prefix: dict[str, list[str]] = {}
 _whole_secrets: set[str] = set()
 _short_secrets: dict[str, re.Pattern[str]] = {}
+# Login tokens are chosen by the service, not the user: one could be `warn`, `timeout` or
+# `invalid_response`, which redacted would blank every log line that has the word. A token is
+# redacted only whole, only while in use, and only from this length and when it is no word:
+# shorter, or letters alone, it is no secret worth the name.
+MIN_TOKEN_LENGTH = 12
+_WORDLIKE = re.compile(r"[A-Za-z]+(?:[_.\-][A-Za-z]+)*")
+_tokens: Counter[str] = Counter()
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _LEVEL_NAMES = {"WARNING": "warn", "CRITICAL": "error"}
 
@@ -56,8 +64,24 @@ def registered_secrets() -> frozenset[str]:
     return frozenset(_secrets)
 
 
+def register_token(token: str) -> None:
+    """Redact a login token wherever it appears whole, until `forget_token`."""
+    if len(token) >= MIN_TOKEN_LENGTH and not _WORDLIKE.fullmatch(token):
+        _tokens[token] += 1
+
+
+def forget_token(token: str) -> None:
+    """Stop redacting a token that was replaced or expired (once each account holding it has
+    forgotten it): a token a login brings every collection must not pile up here."""
+    if _tokens[token] > 1:
+        _tokens[token] -= 1
+    else:
+        _tokens.pop(token, None)
+
+
 def forget_secrets() -> None:
     """Forget every registered key (a fresh process knows none; the tests start each so)."""
+    _tokens.clear()
     _secrets.clear()
     _by_prefix.clear()
     _whole_secrets.clear()
@@ -75,6 +99,9 @@ def redact(text: str) -> str:
     for secret, pattern in _short_secrets.items():
         if secret in text:
             text = pattern.sub(REDACTED, text)
+    for token in _tokens:
+        if token in text:
+            text = text.replace(token, REDACTED)
     return text
 
 

@@ -158,7 +158,7 @@ def finite_number(value: object, what: str, *, minimum: float | None = 0.0) -> f
 
 # Commas only as thousands separators: "1.250,75" (a European decimal comma) must not pass as
 # 1.25075. float() alone would also take "nan", "inf" and "1_000".
-_NUMERIC_STRING_RE = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d*)?(?:[eE][+-]?\d+)?$")
+_NUMERIC_STRING_RE = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d*)?(?:[eE][+-]?\d+)?\Z")
 
 
 def numeric_string(value: object, what: str, *, minimum: float | None = 0.0) -> float:

@@ -415,12 +415,12 @@ async def test_an_expired_token_is_renewed_before_use(
         (
             lambda: web.json_response({"token": None}),
             Reason.INVALID_RESPONSE,
-            "login.token is not a printable string",
+            "login.token is not a string",
         ),
         (
             lambda: web.json_response({"token": "t\nx"}),
             Reason.INVALID_RESPONSE,
-            "login.token is not a printable string",
+            "login.token is not printable ASCII",
         ),
         (lambda: web.Response(text="<html>"), Reason.INVALID_RESPONSE, "HTTP 200 body is HTML"),
     ],

@@ -16,7 +16,7 @@ from exporter.upstream import AccountHttp, Answer
 
 T = TypeVar("T")
 
-_ERROR_CODE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_ERROR_CODE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
 
 class Provider(ABC):

@@ -43,7 +43,7 @@ STANDARD_FIELD = "credits"
 # The types the schema documents; these must be objects. Others are read when they are.
 DOCUMENTED_TYPES = frozenset({"credits", "emailCredits", "phoneCredits", "previewCredits"})
 # `<type>Credits`: a camelCase type name, short enough to be a label value.
-CREDIT_FIELD_RE = re.compile(r"^([a-z][A-Za-z0-9]{0,47})Credits$")
+CREDIT_FIELD_RE = re.compile(r"^([a-z][A-Za-z0-9]{0,47})Credits\Z")
 # A bound on the label values one answer can create.
 MAX_CREDIT_TYPES = 16
 POOLS = (("oneTime", "one_time"), ("recurrent", "recurrent"))

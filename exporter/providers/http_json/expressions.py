@@ -41,7 +41,7 @@ MAX_EXPRESSION_CHARS = 1000
 # Reads a response header; not a jmespath function, because its value is the answer's, not
 # the document's: the interpreter answers it.
 HEADER_FUNCTION = "header"
-HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}\Z")
 NO_HEADERS: Mapping[str, str] = {}
 # `[a, b]` and `{x: a, y: b}` copy their input once per item; nested or chained, the copies
 # multiply (`[@,@][]` twenty times over is a million values from one). An expression whose

@@ -26,7 +26,6 @@ from exporter.model import (
 from exporter.providers.base import Provider, status_error
 from exporter.providers.http_json.expressions import Budget, compile_expression, is_true, search
 from exporter.providers.http_json.settings import (
-    HEADER_VALUE_RE,
     KEY_NAME,
     TOKEN_NAME,
     ConditionalValue,
@@ -42,6 +41,10 @@ from exporter.upstream import AccountHttp, Answer
 
 # A plain-text balance answer is a line; a longer body is a page that is not the answer.
 MAX_TEXT_CHARS = 64 * 1024
+# A token is sent in a header: printable ASCII, no line break or other control character.
+_TOKEN_VALUE_RE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+# Tokens are a few hundred bytes (a JWT a few KiB); the login answer may be a MiB.
+MAX_TOKEN_CHARS = 8192
 # A login token is renewed this long before the expiry the service announced.
 TOKEN_RENEW_MARGIN = 30.0
 _CURRENCY_IN_ANSWER_RE = re.compile(r"[A-Za-z]{3}")
@@ -211,7 +214,7 @@ class HttpJson(Provider):
         answer = await self._send(http, self.config.request, {**values, TOKEN_NAME: token})
         if answer.status == 401 and reused:
             # The service may end a session before its announced expiry: log in once more.
-            self._token = None
+            self._drop_token()
             token = await self._log_in(http, values)
             answer = await self._send(http, self.config.request, {**values, TOKEN_NAME: token})
         return answer
@@ -220,7 +223,7 @@ class HttpJson(Provider):
         login = self.config.login
         assert login is not None
         assert self._token_expression is not None
-        self._token = None
+        self._drop_token()
         answer = await self._send(http, login.request, values)
         if not answer.ok:
             if self._login_error is None or answer.status in self._refused_unread:
@@ -234,9 +237,7 @@ class HttpJson(Provider):
             if flagged is not None:
                 raise _error_for(flagged, self._login_error_reasons, "login: ")
         token = search(self._token_expression, document, "login.token", budget, answer.headers)
-        if not isinstance(token, str) or not token or not HEADER_VALUE_RE.match(token):
-            raise CollectError(Reason.INVALID_RESPONSE, "login.token is not a printable string")
-        logs.register_secret(token)
+        token = _checked_token(token)
         lifetime = math.inf
         if self._expires_in is not None:
             found = search(self._expires_in, document, "login.expires_in", budget, answer.headers)
@@ -244,9 +245,15 @@ class HttpJson(Provider):
         elif login.lifetime is not None:
             lifetime = login.lifetime
         now = asyncio.get_running_loop().time()
+        logs.register_token(token)
         self._token = token
         self._token_expires = now + lifetime - min(TOKEN_RENEW_MARGIN, lifetime / 10)
         return token
+
+    def _drop_token(self) -> None:
+        if self._token is not None:
+            logs.forget_token(self._token)
+            self._token = None
 
     def _status_error(self, answer: Answer) -> CollectError:
         """A status the definition gives a meaning (`status_reasons`) means that, body unread."""
@@ -390,3 +397,20 @@ def read_number(value: Any, what: str, minimum: float | None) -> float:
     if isinstance(value, str):
         return numeric_string(value, what, minimum=minimum)
     return finite_number(value, what, minimum=minimum)
+
+
+def _checked_token(token: object) -> str:
+    """A token fit to send in a header, or invalid_response (the token itself never quoted)."""
+    if not isinstance(token, str) or not token:
+        raise CollectError(Reason.INVALID_RESPONSE, "login.token is not a string")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise CollectError(
+            Reason.INVALID_RESPONSE, f"login.token is longer than {MAX_TOKEN_CHARS} characters"
+        )
+    if not _TOKEN_VALUE_RE.fullmatch(token):
+        raise CollectError(
+            Reason.INVALID_RESPONSE,
+            "login.token is not printable ASCII (a line break, control character or "
+            "surrounding space)",
+        )
+    return token

@@ -47,8 +47,8 @@ ANSWERED_BY_HTTP = frozenset({429, 502, 503, 504})
 NEVER_OK = ANSWERED_BY_HTTP | {401, 403}
 # The request framing is the HTTP client's job; a configured one would fight it.
 RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
-_TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
-HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e\t]*$")
+_TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}\Z")
+HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e\t]*\Z")
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
