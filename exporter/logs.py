@@ -61,7 +61,8 @@ def register_secrets(secrets: Iterable[str]) -> None:
 
 
 def registered_secrets() -> frozenset[str]:
-    return frozenset(_secrets)
+    """The keys and secrets, and the login tokens in use."""
+    return frozenset(_secrets | _tokens.keys())
 
 
 def register_token(token: str) -> None:
