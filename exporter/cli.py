@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import platform
 import signal
@@ -70,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CONFIG,
         metavar="PATH",
         help=f"YAML config file (default {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--config.expand-env",
+        dest="config_expand_env",
+        action="store_true",
+        help="expand ${VAR} and ${VAR:-default} in the config file from the environment "
+        "before parsing it (an unset variable without a default is an error)",
     )
     parser.add_argument(
         "--config.check",
@@ -222,13 +230,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def config_loader(args: argparse.Namespace) -> Callable[[str], Config]:
+    """How the config file is read, as the flags say (`--config.expand-env`)."""
+    return functools.partial(load_config, expand_env=args.config_expand_env)
+
+
 def check(args: argparse.Namespace) -> int:
     """Validate the config and the web config; every problem of both, then exit 0 or 1."""
     failed = False
     if args.demo:
         print(f"{DEMO_SOURCE}: OK, built-in demo accounts")
     else:
-        config = _checked(load_config, args.config_file)
+        config = _checked(config_loader(args), args.config_file)
         if config is not None:
             for warning in config.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
@@ -262,7 +275,7 @@ async def collect_once_and_print(args: argparse.Namespace) -> int:
         if args.demo:
             simulator, config = await start_demo()
         else:
-            config = await asyncio.to_thread(load_config, args.config_file)
+            config = await asyncio.to_thread(config_loader(args), args.config_file)
     except ConfigError as error:
         for line in error.lines:
             print(line, file=sys.stderr)
@@ -318,10 +331,11 @@ async def start(
         loader = None
     else:
         config_file = args.config_file
-        config = await asyncio.to_thread(load_config, config_file)
+        load = config_loader(args)
+        config = await asyncio.to_thread(load, config_file)
 
         def loader() -> Config:
-            return load_config(config_file)
+            return load(config_file)
 
     for warning in config.warnings:
         log.warning(warning)

@@ -16,18 +16,20 @@ from __future__ import annotations
 import os
 import stat
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
 
 from exporter.configfile import (
+    ENV_REFERENCE_RE,
     ConfigError,
     Loc,
     Locator,
     Problem,
     UnreadableFile,
+    expand_env_references,
     format_loc,
     known_keys,
     read_config_file,
@@ -152,12 +154,28 @@ class Config:
 
 
 TOP_LEVEL_KEYS = ("global", "accounts")
+EXPAND_ENV_FLAG = "--config.expand-env"
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    expand_env: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """The config of this file; with `expand_env` (`--config.expand-env`), its `${VAR}`s
+    expanded from the environment first."""
     source = str(path)
     text = read_config_file(path)
-    config = parse_config(text, source=source, base_dir=Path(path).parent)
+    env = os.environ if environ is None else environ
+    if expand_env:
+        text = expand_env_references(text, source, env)
+    try:
+        config = parse_config(text, source=source, base_dir=Path(path).parent, environ=env)
+    except ConfigError as error:
+        if expand_env:
+            raise
+        raise ConfigError(source, _hint_expand_env(error.problems, text)) from None
     mode = _mode(path)
     if mode & 0o077 and any(a.settings.api_key is not None for a in config.accounts):
         literal = (
@@ -168,6 +186,22 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             config.source, config.global_settings, config.accounts, (*config.warnings, literal)
         )
     return config
+
+
+def _hint_expand_env(problems: Sequence[Problem], text: str) -> list[Problem]:
+    """A problem on a line that holds `${VAR}` says that it was not expanded."""
+    lines = text.splitlines()
+    hinted = []
+    for problem in problems:
+        line = lines[problem.line - 1] if problem.line and problem.line <= len(lines) else ""
+        reference = ENV_REFERENCE_RE.search(line)
+        if reference is not None and EXPAND_ENV_FLAG not in problem.message:
+            message = (
+                f"{problem.message} ({reference.group(0)} is expanded only with {EXPAND_ENV_FLAG})"
+            )
+            problem = Problem(problem.loc, message, problem.line)
+        hinted.append(problem)
+    return hinted
 
 
 def _mode(path: str | os.PathLike[str]) -> int:
@@ -449,6 +483,14 @@ def read_secret(
     text = text.strip()
     if not text:
         return None, f"the {what} is empty"
+    if value is not None and (reference := ENV_REFERENCE_RE.fullmatch(text)) is not None:
+        # Taken literally, it would be sent as the key, and refused only at the first scrape.
+        name = reference.group(1)
+        return None, (
+            f"the {what} is written as ${{{name}}}, which is expanded only with "
+            f"{EXPAND_ENV_FLAG}; pass that flag, or read it from the environment with "
+            f"api_key_env: {name} (for secrets: {{env: {name}}})"
+        )
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
         return None, f"the {what} contains control characters or line breaks"
     return SecretStr(text), None

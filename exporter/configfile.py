@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -121,6 +122,32 @@ def read_config_file(path: str | os.PathLike[str], kind: str = "config file") ->
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(str(path), [Problem((), f"{kind} is not UTF-8 text")]) from None
+
+
+# `${VAR}` or `${VAR:-default}`, as Loki and Mimir expand with -config.expand-env; a bare `$`
+# (in a key, a bcrypt hash) is left alone.
+ENV_REFERENCE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env_references(text: str, source: str, environ: Mapping[str, str]) -> str:
+    """The config text with every `${VAR}` replaced by its value from the environment (or
+    its `:-default`); `ConfigError` naming every variable that is not set, with its line."""
+    problems: list[Problem] = []
+
+    def value(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        line = text.count("\n", 0, match.start()) + 1
+        problems.append(Problem((), f"${{{name}}}: environment variable {name} is not set", line))
+        return ""
+
+    expanded = ENV_REFERENCE_RE.sub(value, text)
+    if problems:
+        raise ConfigError(source, problems)
+    return expanded
 
 
 def read_yaml(text: str, source: str) -> tuple[Any, Locator]:
