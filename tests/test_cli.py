@@ -264,7 +264,7 @@ def test_config_check_turns_an_unexpected_error_into_one_line(
 ) -> None:
     """As a reload does: no traceback on the terminal, and the web config is still checked."""
 
-    def broken_loader(path: str) -> Config:
+    def broken_loader(path: str, **options: object) -> Config:
         raise RuntimeError(f"a bug reading {path}")
 
     monkeypatch.setattr(cli, "load_config", broken_loader)
