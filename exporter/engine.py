@@ -103,6 +103,8 @@ class Snapshot:
     # The account's currency: configured, or the one its answers have reported (None until
     # the first successful collection of an account whose answers say it).
     currency: str | None = None
+    # Whole seconds since the outcome's answer: more than 0 when it is reused from the cache.
+    age: float = 0.0
 
 
 def scrape_budget(account_timeout: float, scrape_timeout: float | None) -> float:
@@ -169,8 +171,11 @@ class AccountState:
         self.last_trace: tuple[Outcome, Trace] | None = None
 
     def snapshot(self, outcome: Outcome) -> Snapshot:
+        # Whole seconds: the answer of this very scrape shows what the service said, not a
+        # hair less.
+        age = float(max(0, math.floor(self._clock.monotonic() - outcome.finished_at)))
         return Snapshot(
-            self.account, outcome, dict(self.errors), self.last_success_wall, self.currency
+            self.account, outcome, dict(self.errors), self.last_success_wall, self.currency, age
         )
 
     def reusable(self) -> Outcome | None:

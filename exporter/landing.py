@@ -102,9 +102,8 @@ def _daily_limit(reading: Reading, age: float) -> list[str]:
     if reading.daily_limit_remaining is None:
         return []
     text = f"{number(reading.daily_limit_remaining)} left"
-    if reading.daily_limit_reset_seconds is not None:
-        # Reported at collection time: count down from then.
-        left = reading.daily_limit_reset_seconds - age
+    left = reading.daily_limit_resets_in(age)
+    if left is not None:
         text += f", resets in {human_duration(left)}" if left > 0 else ", reset due"
     return [text]
 

@@ -145,7 +145,8 @@ LIMIT_LEFT = Family(
 )
 LIMIT_RESET = Family(
     "apibalance_daily_limit_reset_seconds",
-    "Seconds until the daily limit resets, as reported." + CACHED,
+    "Seconds until the daily limit resets, as reported; a reused answer's count goes on "
+    "down." + CACHED,
     ACCOUNT_LABELS,
 )
 HOURLY_SPEND = Family(
@@ -265,8 +266,9 @@ def account_series(snapshot: Snapshot) -> Iterator[Series]:
                 yield ALLOWANCE, (credit.credit_type, credit.pool), credit.allowance
         if reading.daily_limit_remaining is not None:
             yield LIMIT_LEFT, (), reading.daily_limit_remaining
-        if reading.daily_limit_reset_seconds is not None:
-            yield LIMIT_RESET, (), reading.daily_limit_reset_seconds
+        reset_in = reading.daily_limit_resets_in(snapshot.age)
+        if reset_in is not None:
+            yield LIMIT_RESET, (), reset_in
         for spend in reading.spend:
             queue = (spend.queue,)
             yield HOURLY_SPEND, queue, spend.hourly_spend_usd

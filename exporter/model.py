@@ -129,6 +129,13 @@ class Reading:
     balance: float | None = None
     currency: str | None = None
 
+    def daily_limit_resets_in(self, age: float) -> float | None:
+        """Seconds until the daily limit resets, `age` seconds after the answer reported it:
+        a reading reused from the cache counts down like the limit does."""
+        if self.daily_limit_reset_seconds is None:
+            return None
+        return max(0.0, self.daily_limit_reset_seconds - max(0.0, age))
+
     def money(self) -> tuple[float, str] | None:
         """The money left and its currency, whichever field holds it (None: not reported)."""
         if self.balance_usd is not None:

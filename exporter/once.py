@@ -47,8 +47,9 @@ def rows(snapshot: Snapshot) -> list[tuple[str, ...]]:
             credits = [f"{c.credit_type}/{c.pool}={number(c.value)}" for c in reading.credits]
         if reading.daily_limit_remaining is not None:
             daily = number(reading.daily_limit_remaining)
-            if reading.daily_limit_reset_seconds is not None:
-                daily += f" (resets in {human_duration(reading.daily_limit_reset_seconds)})"
+            reset_in = reading.daily_limit_resets_in(snapshot.age)
+            if reset_in is not None:
+                daily += f" (resets in {human_duration(reset_in)})"
     first = (
         snapshot.account.name,
         snapshot.account.provider_type,

@@ -11,15 +11,19 @@ from aiohttp import web
 
 from exporter.config import Config, build_config
 from exporter.demo import SimAccount, Simulator, delay, respond
+from exporter.demo.ocean import OceanAccount
 from exporter.engine import (
     AUTH_BACKOFF_BASE,
     FAN_OUT_BATCH,
     Engine,
     InFlight,
     Outcome,
+    Snapshot,
     scrape_budget,
 )
+from exporter.metrics import AccountCollector
 from exporter.model import Reason
+from exporter.once import rows
 from exporter.upstream import Upstream
 from tests.helpers import FrozenClock, account, gated_config, settle
 
@@ -369,3 +373,41 @@ async def test_leaving_a_collection_not_joined_is_a_bug() -> None:
     with pytest.raises(RuntimeError):
         inflight.leave(1.0, 0.0, 0.0)
     await inflight.task
+
+
+async def test_a_cached_countdown_goes_on_counting_down(upstream: Upstream) -> None:
+    """Ocean's answer is reused for 15 minutes; the seconds until its daily limit resets
+    are the answer's, less the time since it came, on /metrics and everywhere else."""
+    midnight_in = 3600
+    simulator = Simulator(clock=lambda: 86400 * 19_000 - midnight_in, seed=0)
+    await simulator.start()
+    try:
+        simulator.add("ocean", OceanAccount("k-ocean"))
+        clock = FrozenClock()
+        engine = Engine(config_of(simulator, one(simulator, "ocean", "k-ocean")), upstream, clock)
+        [fresh] = await engine.collect()
+        clock.advance(8)
+        [cached] = await engine.collect()
+        clock.advance(3600)
+        [later] = await engine.collect()
+    finally:
+        await simulator.stop()
+    assert simulator.calls[("ocean", "k-ocean")] == 2
+    assert cached.outcome is fresh.outcome
+    assert [line for line in series(fresh) if "reset" in line] == [
+        'apibalance_daily_limit_reset_seconds{account="k-ocean",provider="ocean"} 3600.0'
+    ]
+    assert [line for line in series(cached) if "reset" in line] == [
+        'apibalance_daily_limit_reset_seconds{account="k-ocean",provider="ocean"} 3592.0'
+    ]
+    assert rows(fresh)[0][6].endswith("(resets in 1 h)")
+    assert rows(cached)[0][6].endswith("(resets in 59 min)")
+    # Asked again after the cache expired: the simulator's clock stood still, so 3600 again.
+    assert later.age == 0.0
+    assert later.outcome.reading is not None
+    assert later.outcome.reading.daily_limit_resets_in(later.age) == 3600.0
+
+
+def series(snapshot: Snapshot) -> list[str]:
+    text = AccountCollector([snapshot]).exposition(openmetrics=False)
+    return [line for line in text.splitlines() if not line.startswith("#")]
