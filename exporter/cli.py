@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
@@ -31,13 +31,16 @@ from exporter.connections import (
     fit_to_file_limit,
     raise_file_limit,
 )
-from exporter.demo import DEMO_SOURCE, Simulator, start_demo
 from exporter.engine import Engine
 from exporter.http import DEFAULT_MAX_REQUESTS, Exporter
 from exporter.runtime import settle_heap
 from exporter.settings import parse_duration
 from exporter.upstream import Upstream
 from exporter.webconfig import WebConfig, load_web_config
+
+if TYPE_CHECKING:
+    # The demo (its simulator, and every catalogue entry it serves) is loaded with --demo only.
+    from exporter.demo import Simulator
 
 log = logging.getLogger("exporter")
 T = TypeVar("T")
@@ -239,6 +242,8 @@ def check(args: argparse.Namespace) -> int:
     """Validate the config and the web config; every problem of both, then exit 0 or 1."""
     failed = False
     if args.demo:
+        from exporter.demo import DEMO_SOURCE
+
         print(f"{DEMO_SOURCE}: OK, built-in demo accounts")
     else:
         config = _checked(config_loader(args), args.config_file)
@@ -273,6 +278,8 @@ async def collect_once_and_print(args: argparse.Namespace) -> int:
     simulator: Simulator | None = None
     try:
         if args.demo:
+            from exporter.demo import start_demo
+
             simulator, config = await start_demo()
         else:
             config = await asyncio.to_thread(config_loader(args), args.config_file)
@@ -327,6 +334,8 @@ async def start(
             return load_web_config(web_config_file)
 
     if args.demo:
+        from exporter.demo import start_demo
+
         simulator, config = await start_demo()
         loader = None
     else:

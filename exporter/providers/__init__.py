@@ -1,33 +1,106 @@
-"""The provider registry: `provider:` in the config names one of these."""
+"""The provider registry: `provider:` in the config names one of these.
+
+A type is loaded the first time it is asked for: a config uses a few of the types, and
+loading them all (the http_json engine and its expression language, every catalogue entry's
+definition validated and compiled) would cost every start of the process time and memory
+for nothing. Going over the values (a typo's hint, the demo, the tests) loads them all.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from collections.abc import Callable, Iterator, Mapping
 
 from exporter.providers.anticaptcha import AntiCaptcha
 from exporter.providers.base import Provider
 from exporter.providers.capmonster import CapMonster
 from exporter.providers.capsolver import CapSolver
-from exporter.providers.catalogue import load_catalogue
 from exporter.providers.datalabs import DataLabs
 from exporter.providers.decaptcha import DeCaptcha
-from exporter.providers.http_json import HttpJson
 from exporter.providers.ocean import Ocean
 from exporter.providers.twocaptcha import TwoCaptcha
 from exporter.providers.vastcap import VastCap
 
-BUILT_IN: dict[str, type[Provider]] = {
-    provider.type_name: provider
-    for provider in (
-        AntiCaptcha,
-        DataLabs,
-        VastCap,
-        DeCaptcha,
-        Ocean,
-        TwoCaptcha,
-        CapSolver,
-        CapMonster,
-        HttpJson,
-    )
-}
-# Ready http_json definitions of known services, one YAML file each (exporter/catalogue/).
-CATALOGUE: dict[str, type[Provider]] = dict(load_catalogue())
-PROVIDERS: dict[str, type[Provider]] = {**BUILT_IN, **CATALOGUE}
 
-__all__ = ["BUILT_IN", "CATALOGUE", "PROVIDERS", "Provider"]
+class Registry(Mapping[str, type[Provider]]):
+    """Provider types by name, each loaded when it is first asked for."""
+
+    def __init__(self, loaders: Mapping[str, Callable[[], type[Provider]]]) -> None:
+        self._loaders = dict(loaders)
+        self._loaded: dict[str, type[Provider]] = {}
+
+    def __getitem__(self, name: str) -> type[Provider]:
+        found = self._loaded.get(name)
+        if found is None:
+            found = self._loaded[name] = self._loaders[name]()
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._loaders
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaders)
+
+    def __len__(self) -> int:
+        return len(self._loaders)
+
+    def loaded(self) -> list[str]:
+        """The names loaded so far."""
+        return sorted(self._loaded)
+
+
+def _http_json() -> type[Provider]:
+    from exporter.providers.http_json import HttpJson
+
+    return HttpJson
+
+
+def _catalogue_entry(type_name: str) -> type[Provider]:
+    from exporter.providers.catalogue import load_provider
+
+    return load_provider(type_name)
+
+
+def _loaded(provider: type[Provider]) -> Callable[[], type[Provider]]:
+    return lambda: provider
+
+
+def catalogue_names() -> list[str]:
+    """The catalogue's type names: its files' names, without reading them."""
+    folder = importlib.resources.files("exporter") / "catalogue"
+    return sorted(
+        item.name.removesuffix(".yml") for item in folder.iterdir() if item.name.endswith(".yml")
+    )
+
+
+BUILT_IN = Registry(
+    {
+        **{
+            provider.type_name: _loaded(provider)
+            for provider in (
+                AntiCaptcha,
+                DataLabs,
+                VastCap,
+                DeCaptcha,
+                Ocean,
+                TwoCaptcha,
+                CapSolver,
+                CapMonster,
+            )
+        },
+        "http_json": _http_json,
+    }
+)
+# Ready http_json definitions of known services, one YAML file each (exporter/catalogue/).
+CATALOGUE = Registry(
+    {name: functools.partial(_catalogue_entry, name) for name in catalogue_names()}
+)
+PROVIDERS = Registry(
+    {
+        **{name: functools.partial(BUILT_IN.__getitem__, name) for name in BUILT_IN},
+        **{name: functools.partial(CATALOGUE.__getitem__, name) for name in CATALOGUE},
+    }
+)
+
+__all__ = ["BUILT_IN", "CATALOGUE", "PROVIDERS", "Provider", "Registry"]

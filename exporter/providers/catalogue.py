@@ -269,10 +269,10 @@ def load_entry(type_name: str, text: str) -> Entry:
     return entry
 
 
-def load_catalogue() -> dict[str, type[CatalogueProvider]]:
-    return {
-        name: provider_for(name, load_entry(name, text)) for name, text in entry_files().items()
-    }
+def load_provider(type_name: str) -> type[CatalogueProvider]:
+    """The provider of one catalogue entry, its definition checked."""
+    path = importlib.resources.files("exporter") / "catalogue" / f"{type_name}.yml"
+    return provider_for(type_name, load_entry(type_name, path.read_text(encoding="utf-8")))
 
 
 def answers_of(type_name: str) -> dict[str, Any]:
