@@ -7,7 +7,7 @@ import base64
 import math
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from jmespath.parser import ParsedResult
@@ -167,7 +167,7 @@ class HttpJson(Provider):
         if answer.status in self._refused_unread:
             raise self._status_error(answer)
         if not self._ok(answer.status):
-            raise self._refusal(answer)
+            raise _refusal(answer, self._error, self._error_reasons, self._document, "")
         document = self._document(answer)
         budget = Budget()
         if self._error is not None:
@@ -229,7 +229,9 @@ class HttpJson(Provider):
             if self._login_error is None or answer.status in self._refused_unread:
                 error = self._status_error(answer)
                 raise CollectError(error.reason, f"login: {error.cause}")
-            raise self._refusal(answer, self._login_error, self._login_error_reasons, "login: ")
+            raise _refusal(
+                answer, self._login_error, self._login_error_reasons, Answer.json, "login: "
+            )
         document = answer.json()
         budget = Budget()
         if self._login_error is not None:
@@ -282,33 +284,6 @@ class HttpJson(Provider):
         match = self._pattern.search(text)
         # An answer the pattern does not read is offered whole as `text`, for `error`.
         return match.groupdict() if match is not None else {"text": text}
-
-    def _refusal(
-        self,
-        answer: Answer,
-        error: ParsedResult | None = None,
-        reasons: Mapping[str, Reason] | None = None,
-        prefix: str = "",
-    ) -> CollectError:
-        """A client error that says so in its `error` field is the provider's; others, HTTP's.
-
-        The balance call's `error` by default; a login's answer is JSON, read with its own."""
-        login = error is not None
-        error = error if login else self._error
-        if error is not None and 400 <= answer.status < 500:
-            try:
-                document = answer.json() if login else self._document(answer)
-                flagged = search(error, document, "error", Budget(), answer.headers)
-            except CollectError:
-                flagged = None
-            if flagged is not None:
-                return _error_for(
-                    flagged,
-                    self._error_reasons if reasons is None else reasons,
-                    f"{prefix}HTTP {answer.status}, ",
-                )
-        refused = status_error(answer)
-        return refused if not prefix else CollectError(refused.reason, prefix + refused.cause)
 
     def _read(self, body: Any, budget: Budget, headers: Mapping[str, str]) -> Reading:
         found: dict[str, float] = {}
@@ -366,6 +341,28 @@ def _path_and_condition(
     if isinstance(value, ConditionalValue):
         return compile_expression(value.path), compile_expression(value.when)
     return compile_expression(value), None
+
+
+def _refusal(
+    answer: Answer,
+    error: ParsedResult | None,
+    reasons: Mapping[str, Reason],
+    document: Callable[[Answer], Any],
+    prefix: str,
+) -> CollectError:
+    """A client error that says so in its `error` field is the provider's; others, HTTP's.
+
+    The balance call's and the login's answers each have their own `error` and reasons, and
+    their own reading (a login's answer is JSON whatever `response` says)."""
+    if error is not None and 400 <= answer.status < 500:
+        try:
+            flagged = search(error, document(answer), "error", Budget(), answer.headers)
+        except CollectError:
+            flagged = None
+        if flagged is not None:
+            return _error_for(flagged, reasons, f"{prefix}HTTP {answer.status}, ")
+    refused = status_error(answer)
+    return CollectError(refused.reason, prefix + refused.cause)
 
 
 def _error_for(value: object, reasons: Mapping[str, Reason], prefix: str) -> CollectError:
