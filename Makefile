@@ -35,7 +35,9 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	@$(QUIET_INSTALL) -e '.[test,lint,dashboards]'
 	@touch $@ $(VENV)/.run-installed
 
+# The exporter's first log line, "listening", gives the URL to open (url=...).
 run: $(VENV)/.run-installed
+	@echo "apibalance-exporter: open the url= of the \"listening\" line below (http://localhost:9877/ unless ARGS says otherwise)"
 	@if [ -f apibalance.yml ]; then \
 		exec $(BIN)/apibalance-exporter --config.file apibalance.yml $(ARGS); \
 	else \

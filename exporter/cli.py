@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import platform
 import signal
 import sys
@@ -233,9 +234,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def config_loader(args: argparse.Namespace) -> Callable[[str], Config]:
-    """How the config file is read, as the flags say (`--config.expand-env`)."""
-    return functools.partial(load_config, expand_env=args.config_expand_env)
+SECRET_KEYS = frozenset({"api_key", "api_key_env", "api_key_file", "secrets"})
+
+
+def config_loader(args: argparse.Namespace, *, at_start: bool = True) -> Callable[[str], Config]:
+    """How the config file is read, as the flags say (`--config.expand-env`); a config
+    refused at start-up says what to do when there is none, or when keys cannot be read."""
+    load = functools.partial(load_config, expand_env=args.config_expand_env)
+    if not at_start:
+        return load
+
+    def load_or_explain(path: str) -> Config:
+        try:
+            return load(path)
+        except ConfigError as error:
+            notes = refusal_notes(error, path, args)
+            if not notes:
+                raise
+            raise ConfigError(error.source, error.problems, (*error.notes, *notes)) from None
+
+    return load_or_explain
+
+
+def refusal_notes(error: ConfigError, path: str, args: argparse.Namespace) -> list[str]:
+    notes = []
+    if not os.path.lexists(path):
+        notes.append(
+            f"no config file {path}: write one (docs/configuration.md), give its path with "
+            "--config.file PATH, or try the exporter on simulated accounts with --demo"
+        )
+    unreadable = [p for p in error.problems if SECRET_KEYS.intersection(map(str, p.loc))]
+    if unreadable:
+        what = "the secret" if len(unreadable) == 1 else f"these {len(unreadable)} secrets"
+        action = "nothing is collected" if args.collect_once else "the exporter does not start"
+        notes.append(
+            f"{action} while {what} cannot be read: it runs only with every account's key, so "
+            "that no account goes unwatched unnoticed; provide them, or remove those accounts"
+        )
+    return notes
 
 
 def check(args: argparse.Namespace) -> int:
@@ -340,11 +376,12 @@ async def start(
         loader = None
     else:
         config_file = args.config_file
-        load = config_loader(args)
-        config = await asyncio.to_thread(load, config_file)
+        config = await asyncio.to_thread(config_loader(args), config_file)
+        # A reload keeps the running config: the notes on not starting do not apply to it.
+        reload = config_loader(args, at_start=False)
 
         def loader() -> Config:
-            return load(config_file)
+            return reload(config_file)
 
     for warning in config.warnings:
         log.warning(warning)
@@ -389,14 +426,28 @@ async def start(
                 backlog=LISTEN_BACKLOG,
             )
             await site.start()
+            bound = port or runner.addresses[-1][1]
             log.info(
                 "listening",
-                extra={"address": f"{host or ''}:{port}", "tls": str(ssl_context is not None)},
+                extra={
+                    "address": f"{host or ''}:{port}",
+                    "tls": str(ssl_context is not None),
+                    "url": landing_url(host, bound, tls=ssl_context is not None),
+                },
             )
     except BaseException:
         await running.close()
         raise
     return exporter, running
+
+
+def landing_url(host: str | None, port: int, *, tls: bool) -> str:
+    """Where a browser on this machine finds the landing page (`make run` shows it)."""
+    if host in (None, "", "0.0.0.0", "::"):  # every interface: this machine's too
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if tls else 'http'}://{host}:{port}/"
 
 
 async def serve(args: argparse.Namespace, addresses: Sequence[tuple[str | None, int]]) -> int:

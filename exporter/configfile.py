@@ -52,16 +52,18 @@ class Problem:
 
 
 class ConfigError(Exception):
-    """Every problem of a config file, each on its own line with its place."""
+    """Every problem of a config file, each on its own line with its place, and then any
+    `notes` on what to do about them."""
 
-    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+    def __init__(self, source: str, problems: Sequence[Problem], notes: Sequence[str] = ()) -> None:
         self.source = source
         self.problems = sorted(problems, key=lambda p: (p.line or 0, format_loc(p.loc)))
-        super().__init__("\n".join(p.render(source) for p in self.problems))
+        self.notes = tuple(notes)
+        super().__init__("\n".join(self.lines))
 
     @property
     def lines(self) -> list[str]:
-        return [p.render(self.source) for p in self.problems]
+        return [*(p.render(self.source) for p in self.problems), *self.notes]
 
 
 def format_loc(loc: Loc) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -79,6 +80,17 @@ def defined_in_tests(code: object) -> bool:
     if isinstance(code, staticmethod | classmethod):
         code = code.__func__
     return str(getattr(code, "__module__", "")).startswith("tests")
+
+
+@pytest.fixture(autouse=True)
+def no_log_handlers_from_other_tests() -> Iterator[None]:
+    # `main()` run in-process installs a handler on the stderr of its test: left there, the
+    # next test's log lines would land in that test's captured stderr.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)

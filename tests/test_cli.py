@@ -20,6 +20,7 @@ import pytest
 
 from exporter import __version__, cli
 from exporter.config import Config
+from exporter.configfile import ConfigError
 from exporter.demo import SimAccount, Simulator, catalogue_accounts, delay, demo_accounts
 from exporter.providers import PROVIDERS
 from tests.helpers import (
@@ -140,13 +141,67 @@ def test_config_check_reports_every_problem(tmp_path: Path) -> None:
     assert [line.split(": ")[0] for line in lines] == [f"{path}:2", f"{path}:3"]
 
 
-def test_missing_config_is_one_line(tmp_path: Path) -> None:
+def test_missing_config_says_what_to_do(tmp_path: Path) -> None:
     result = run(cwd=tmp_path)
     assert result.returncode == 1
-    assert (
-        result.stderr.strip()
-        == "apibalance.yml: cannot read config file: No such file or directory"
-    )
+    assert result.stderr.splitlines() == [
+        "apibalance.yml: cannot read config file: No such file or directory",
+        "no config file apibalance.yml: write one (docs/configuration.md), give its path with "
+        "--config.file PATH, or try the exporter on simulated accounts with --demo",
+    ]
+
+
+MISSING_SECRETS = """\
+accounts:
+  - {name: a, provider: twocaptcha, api_key_file: keys/a}
+  - {name: b, provider: capsolver, api_key_file: keys/b}
+  - {name: c, provider: capsolver, api_key_env: NOPE_KEY_FOR_TESTS}
+  - {name: d, provider: twilio, api_key: twilio-token-01234, secrets: {account_sid: {file: sid}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("flags", "action"),
+    [
+        (["--web.listen-address", "127.0.0.1:0"], "the exporter does not start"),
+        (["--collect.once"], "nothing is collected"),
+    ],
+)
+def test_every_missing_secret_is_listed_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], action: str
+) -> None:
+    path = write_config(tmp_path, MISSING_SECRETS)
+    assert cli.main(["--config.file", str(path), *flags]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[1] for line in lines[:4]] == [
+        "accounts[0].api_key_file",
+        "accounts[1].api_key_file",
+        "accounts[2].api_key_env",
+        "accounts[3].secrets.account_sid.file",
+    ]
+    assert lines[4].startswith(f"{action} while these 4 secrets cannot be read")
+    assert len(lines) == 5
+
+
+def test_a_reload_is_not_told_it_does_not_start(tmp_path: Path) -> None:
+    path = write_config(tmp_path, MISSING_SECRETS)
+    args = cli.parse_args(["--config.file", str(path)])
+    with pytest.raises(ConfigError) as caught:
+        cli.config_loader(args, at_start=False)(str(path))
+    assert caught.value.notes == ()
+
+
+@pytest.mark.parametrize(
+    ("host", "tls", "url"),
+    [
+        (None, False, "http://localhost:9877/"),
+        ("0.0.0.0", True, "https://localhost:9877/"),
+        ("127.0.0.1", False, "http://127.0.0.1:9877/"),
+        ("::1", False, "http://[::1]:9877/"),
+    ],
+)
+def test_the_landing_url(host: str | None, tls: bool, url: str) -> None:
+    assert cli.landing_url(host, 9877, tls=tls) == url
 
 
 def test_bad_listen_address() -> None:
@@ -170,6 +225,8 @@ async def test_demo_serves_every_provider_type() -> None:
         assert "capmonster-low" in page
         code, stderr = await running.stop()
     assert code == 0
+    # What `make run` shows: where to point the browser.
+    assert f'"url": "{running.url}/"' in stderr
     for line in stderr.splitlines():
         record = json.loads(line)  # --log.format json: every line is JSON
         assert record["level"] in ("info", "warn")

@@ -10,10 +10,14 @@ from __future__ import annotations
 import ast
 import glob
 import importlib.util
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +27,14 @@ import pytest
 from exporter.cli import parse_args
 from exporter.metrics import ACCOUNT_FAMILIES, ExporterCollector, ReloadStatus, render
 from exporter.model import Reason
-from tests.helpers import IN_CI, README, documentation, readme_section, readme_text
+from tests.helpers import (
+    IN_CI,
+    README,
+    documentation,
+    free_port,
+    readme_section,
+    readme_text,
+)
 
 ROOT = README.parent
 VENV_BIN = ".venv/bin/"
@@ -432,3 +443,35 @@ def test_the_link_checker_catches(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("# Top\n\n## A: `b`\n\n[x](#a-b) [y](#a-c) [z](gone.md) [w](https://x.org)\n")
     assert broken_links(page) == ["#a-c: no such heading", "gone.md: no such file"]
+
+
+@pytest.mark.integration  # make runs the exporter as its own process
+def test_make_run_passes_args_and_shows_the_url() -> None:
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv: run the tests through make test")
+    if (ROOT / "apibalance.yml").exists():
+        pytest.skip("an apibalance.yml in the checkout: make run would serve it")
+    port = free_port()
+    process = subprocess.Popen(
+        ["make", "run", f"ARGS=--web.listen-address 127.0.0.1:{port} --log.level info"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # make and the exporter it runs, stopped together below
+    )
+    seen = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 120
+        for line in process.stdout:
+            seen.append(line)
+            if f"url=http://127.0.0.1:{port}/" in line or time.monotonic() > deadline:
+                break
+        assert any(f"url=http://127.0.0.1:{port}/" in line for line in seen), "".join(seen)
+        assert seen[0].startswith('apibalance-exporter: open the url= of the "listening" line')
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
+            assert page.status == 200
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
