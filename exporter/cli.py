@@ -385,7 +385,9 @@ async def start(
 
     for warning in config.warnings:
         log.warning(warning)
-    upstream = Upstream(config.global_settings.max_concurrency)
+    upstream = Upstream(
+        config.global_settings.max_concurrency, config.global_settings.max_concurrency_per_host
+    )
     engine = Engine(config, upstream)
     exporter = Exporter(
         engine,

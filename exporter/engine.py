@@ -362,7 +362,10 @@ class Engine:
                 states[account.name] = AccountState(account, self._upstream, self.clock)
         self.config = config
         self.states = states
-        self._upstream.set_max_concurrency(config.global_settings.max_concurrency)
+        settings = config.global_settings
+        self._upstream.set_max_concurrency(
+            settings.max_concurrency, settings.max_concurrency_per_host
+        )
 
     async def collect(
         self, names: Iterable[str] | None = None, scrape_timeout: float | None = None

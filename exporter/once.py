@@ -23,7 +23,9 @@ COLUMNS = ("ACCOUNT", "PROVIDER", "UP", "REASON", "BALANCE", "CREDITS", "DAILY L
 
 async def collect_once(config: Config, *, debug: bool = False) -> list[Debugged]:
     """Every account collected once; with `debug`, each collection records its steps."""
-    upstream = Upstream(config.global_settings.max_concurrency)
+    upstream = Upstream(
+        config.global_settings.max_concurrency, config.global_settings.max_concurrency_per_host
+    )
     try:
         engine = Engine(config, upstream)
         if debug:

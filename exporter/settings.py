@@ -242,7 +242,9 @@ class NamesSecrets(Protocol):
 class GlobalSettings(Strict):
     timeout: PositiveDuration = 10.0
     cache_ttl: Duration = 60.0
-    max_concurrency: int = Field(default=64, ge=1, le=100_000)
+    # docs/configuration.md "Concurrency" says why these defaults.
+    max_concurrency: int = Field(default=256, ge=1, le=100_000)
+    max_concurrency_per_host: int = Field(default=16, ge=1, le=100_000)
 
 
 class AccountSettings(Strict):

@@ -118,11 +118,16 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float:
 
 
 class Upstream:
-    """The process-wide HTTP client: one `ClientSession` and the `max_concurrency` bound."""
+    """The process-wide HTTP client: one `ClientSession`, the `max_concurrency` bound on
+    requests in flight and the `max_concurrency_per_host` bound on those to one host."""
 
-    def __init__(self, max_concurrency: int) -> None:
+    def __init__(self, max_concurrency: int, max_concurrency_per_host: int | None = None) -> None:
         self._limit = asyncio.Semaphore(max_concurrency)
         self._max_concurrency = max_concurrency
+        self._per_host = max_concurrency_per_host or max_concurrency
+        # By origin (scheme, host, port): a provider's API is one origin, and limits on how
+        # many requests a client may send at once are the origin's.
+        self._host_limits: dict[tuple[str, str | None, int | None], asyncio.Semaphore] = {}
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -149,14 +154,29 @@ class Upstream:
             )
         return self._session
 
-    def set_max_concurrency(self, max_concurrency: int) -> None:
+    def set_max_concurrency(
+        self, max_concurrency: int, max_concurrency_per_host: int | None = None
+    ) -> None:
+        """New bounds, for requests that start from now on (those in flight keep theirs)."""
         if max_concurrency != self._max_concurrency:
             self._limit = asyncio.Semaphore(max_concurrency)
             self._max_concurrency = max_concurrency
+        per_host = max_concurrency_per_host or max_concurrency
+        if per_host != self._per_host:
+            self._host_limits = {}
+            self._per_host = per_host
 
     @property
     def limit(self) -> asyncio.Semaphore:
         return self._limit
+
+    def host_limit(self, url: yarl.URL) -> asyncio.Semaphore:
+        """The bound on requests in flight to the origin of `url`."""
+        origin = (url.scheme, url.host, url.port)
+        limit = self._host_limits.get(origin)
+        if limit is None:
+            limit = self._host_limits[origin] = asyncio.Semaphore(self._per_host)
+        return limit
 
     async def close(self) -> None:
         if self._session is not None:
@@ -242,7 +262,9 @@ class AccountHttp:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=max(remaining * CONNECT_TIMEOUT_SHARE, 0.05)
         )
-        async with self._upstream.limit:
+        # The host's bound first: a request waiting for its host holds no slot of the
+        # process's, which requests to other hosts can use meanwhile.
+        async with self._upstream.host_limit(url), self._upstream.limit:
             self.requests += 1
             try:
                 async with self._upstream.session.request(

@@ -19,6 +19,7 @@ global:
   timeout: 5s
   cache_ttl: 0s
   max_concurrency: 8
+  max_concurrency_per_host: 4
 accounts:
   - name: main
     provider: anticaptcha
@@ -51,6 +52,7 @@ def test_good_config_resolves_everything(tmp_path: Path) -> None:
     )
     main, data, solver = config.accounts
     assert config.global_settings.max_concurrency == 8
+    assert config.global_settings.max_concurrency_per_host == 4
     assert (main.timeout, main.cache_ttl, main.low_balance_usd) == (5.0, 0.0, 5.0)
     assert main.base_url == "https://api.anti-captcha.com"
     assert main.api_key.get_secret_value() == "literal-key-123456"
@@ -88,6 +90,16 @@ def test_keys_never_show_in_reprs(tmp_path: Path) -> None:
         (
             "global:\n  max_concurrency: 0\n",
             "cfg.yml:2: global.max_concurrency: Input should be greater than or equal to 1",
+        ),
+        (
+            "global:\n  timeout: 5s\n  max_concurrency_per_host: many\n",
+            "cfg.yml:3: global.max_concurrency_per_host: Input should be a valid integer,"
+            " unable to parse string as an integer",
+        ),
+        (
+            "global:\n  max_concurrency_per_host: 0\n",
+            "cfg.yml:2: global.max_concurrency_per_host: Input should be greater than or equal"
+            " to 1",
         ),
         ("accounts: {}\n", "cfg.yml:1: accounts: must be a list of accounts"),
         ("global: 5\n", "cfg.yml:1: global: Input should be a valid dictionary"),

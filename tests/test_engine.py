@@ -305,6 +305,41 @@ async def test_requests_leave_while_the_last_collections_are_still_to_start(
     assert started < count
 
 
+async def test_max_concurrency_per_host_bounds_each_host_apart(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    in_flight = peak = 0
+
+    async def hold(request: web.Request) -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0.1)
+        finally:
+            in_flight -= 1
+
+    other = Simulator(seed=2)
+    await other.start()
+    try:
+        accounts = []
+        for host_name, host in (("a", simulator), ("b", other)):
+            for i in range(6):
+                key = f"k-host-{i}"
+                host.add("datalabs", SimAccount(key, chaos=[(1.0, hold)]))
+                url = host.base_url("datalabs")
+                accounts.append(account(f"{host_name}-{i}", "datalabs", key, url))
+        config = config_of(simulator, *accounts, max_concurrency=12, max_concurrency_per_host=2)
+        engine = Engine(config, upstream)
+        snapshots = await engine.collect()
+        assert all(s.outcome.ok for s in snapshots)
+        # Two at a time to each host, and both hosts at once.
+        assert (simulator.peak_in_flight, other.peak_in_flight) == (2, 2)
+        assert peak == 4
+    finally:
+        await other.stop()
+
+
 def test_scrape_budget() -> None:
     assert scrape_budget(10.0, None) == 10.0
     assert scrape_budget(10.0, 5.0) == 4.5
