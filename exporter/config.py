@@ -392,7 +392,7 @@ def _account(
         currency=settings.known_currency(),
         low_balance=settings.threshold,
         service=provider_cls.service(settings),
-        top_up_url=settings.top_up_url or provider_cls.top_up_url,
+        top_up_url=settings.top_up_url or provider_cls.top_up_url_of(settings),
         labels=tuple(sorted(settings.labels.items())),
         low_credits=low_credits,
         low_daily_limit=settings.low_daily_limit,

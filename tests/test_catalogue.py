@@ -287,6 +287,27 @@ def test_the_host_says_which_currency_the_service_bills_in(
     assert provider.config.known_currency() == currency
 
 
+@pytest.mark.parametrize(
+    ("settings", "top_up_url"),
+    [
+        ({}, "https://cloud.siliconflow.com/expensebill"),
+        ({"base_url": "https://api.siliconflow.cn"}, "https://cloud.siliconflow.cn/expensebill"),
+        (
+            {"base_url": "https://llm-proxy.internal.example"},
+            "https://cloud.siliconflow.com/expensebill",
+        ),
+        (
+            {"base_url": "https://api.siliconflow.cn", "top_up_url": "https://pay.example.com"},
+            "https://pay.example.com",
+        ),
+    ],
+)
+def test_the_host_says_where_to_pay(settings: dict[str, Any], top_up_url: str) -> None:
+    account = {"name": "sf", "provider": "siliconflow", "api_key": "k-0123456789", **settings}
+    [acct] = build_config({"accounts": [account]}, source="t").accounts
+    assert acct.top_up_url == top_up_url
+
+
 def test_a_currency_the_service_does_not_bill_in_is_refused() -> None:
     text = """\
 accounts:
@@ -311,6 +332,11 @@ accounts:
     ("change", "problem"),
     [
         ({"currency_by_host": {"api.example.com": "CNY"}}, "api.example.com is the default host"),
+        (
+            {"top_up_url_by_host": {"api.example.com": "https://example.com/pay"}},
+            "its page is top_up_url",
+        ),
+        ({"top_up_url_by_host": {"cn.example.com": "ftp://example.com"}}, "must be an http"),
         (
             {"currency": "answer", "currency_by_host": {"cn.example.com": "CNY"}},
             "currency_by_host is for a service whose answers do not name it",

@@ -74,6 +74,11 @@ class Provider(ABC):
         return cls.service_names[0] if cls.service_names else cls.type_name
 
     @classmethod
+    def top_up_url_of(cls, settings: AccountSettings) -> str | None:
+        """Where the account's money is paid in, as the type knows it (None: unknown)."""
+        return cls.top_up_url
+
+    @classmethod
     def reports(cls, settings: AccountSettings) -> Reports:
         """What the account's answers can hold: money, unless the type says more or else."""
         return Reports()

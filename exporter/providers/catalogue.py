@@ -74,6 +74,8 @@ class Entry(Strict):
     # an account whose `base_url` is such a host is in its currency, unless the account's
     # `currency:` names another the service bills in.
     currency_by_host: dict[HostName, CurrencyCode] = Field(default_factory=dict, max_length=20)
+    # Where an account on such a host pays, when that is not `top_up_url` (cited in the file).
+    top_up_url_by_host: dict[HostName, TopUpUrl] = Field(default_factory=dict, max_length=20)
     http_json: dict[str, JsonValue]
 
     @property
@@ -92,16 +94,23 @@ class Entry(Strict):
         """The currency an account asking `base_url` (None: the default host) is billed in."""
         if base_url is None or self.fixed_currency is None:
             return self.fixed_currency
-        host = urllib.parse.urlsplit(base_url).hostname or ""
-        return self.currency_by_host.get(host, self.fixed_currency)
+        return self.currency_by_host.get(_host(base_url), self.fixed_currency)
+
+    def top_up_url_at(self, base_url: str | None) -> str:
+        """Where an account asking `base_url` (None: the default host) pays."""
+        if base_url is None:
+            return self.top_up_url
+        return self.top_up_url_by_host.get(_host(base_url), self.top_up_url)
 
     @model_validator(mode="after")
     def _hosts_with_currencies(self) -> Self:
         if self.currency_by_host and self.fixed_currency is None:
             raise ValueError("currency_by_host is for a service whose answers do not name it")
-        default_host = urllib.parse.urlsplit(self.base_url).hostname
+        default_host = _host(self.base_url)
         if default_host in self.currency_by_host:
             raise ValueError(f"{default_host} is the default host: its currency is currency")
+        if default_host in self.top_up_url_by_host:
+            raise ValueError(f"{default_host} is the default host: its page is top_up_url")
         return self
 
     @model_validator(mode="after")
@@ -139,6 +148,10 @@ class Entry(Strict):
                 **({} if currency is None else {"currency": currency}),
             }
         )
+
+
+def _host(url: str) -> str:
+    return urllib.parse.urlsplit(url).hostname or ""
 
 
 def _with_base_url(value: JsonValue, origin: str) -> JsonValue:
@@ -204,6 +217,10 @@ class CatalogueProvider(HttpJson):
     @classmethod
     def service(cls, settings: AccountSettings) -> str:
         return cls.entry.service
+
+    @classmethod
+    def top_up_url_of(cls, settings: AccountSettings) -> str | None:
+        return cls.entry.top_up_url_at(settings.base_url)
 
     @classmethod
     def definition_of(cls, settings: AccountSettings) -> HttpJsonSettings:
