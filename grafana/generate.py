@@ -5,7 +5,8 @@
 
 Thresholds match the alerts in alerts/rules/: a balance under its low-balance threshold is
 orange (ApiBalanceLow), under a quarter of it red (ApiBalanceNearlyEmpty); fewer than 24 hours
-left is orange, fewer than 4 red (ApiBalanceRunsOutWithin24h and ...4h).
+left is orange, fewer than 4 red (ApiBalanceRunsOutWithin24h and ...4h); credits and the daily
+limit are drawn against the thresholds their alerts use.
 
 Money is shown in each account's own currency, from the recorded all-currency series, and is
 only ever summed by currency: totals are one value per currency present.
@@ -55,8 +56,21 @@ HOURS = "h"
 # unit for those Grafana knows (matched on the series' display name, which ends in the code).
 MONEY = "none"
 GRAFANA_CURRENCIES = ("USD", "EUR", "GBP", "JPY", "RUB", "INR", "BRL", "CHF", "PLN")
-ALL_BALANCES = f"provider_account:apibalance_balance:all_currencies{{{SEL}}}"
-ALL_THRESHOLDS = f"provider_account:apibalance_low_balance_threshold:all_currencies{{{SEL}}}"
+
+
+def recorded(name: str) -> str:
+    """A series of the recording rules (alerts/rules/), narrowed by the variables. Those are
+    one series per account whichever jobs scrape it, with no job label: the job variable
+    keeps the accounts that the chosen job scrapes."""
+    return (
+        f'({name}{{provider=~"$provider",account=~"$account"}}'
+        f" and on (provider, account) apibalance_up{{{SEL}}})"
+    )
+
+
+ALL_BALANCES = recorded("provider_account:apibalance_balance:all_currencies")
+ALL_THRESHOLDS = recorded("provider_account:apibalance_low_balance_threshold:all_currencies")
+CREDIT_LEGEND = "{{account}} {{credit_type}}/{{pool}}"
 CURRENCY_LEGEND = ACCOUNT_LEGEND + " ({{currency}})"
 
 
@@ -125,6 +139,19 @@ def money_series(title: str, description: str) -> timeseries.Panel:
     return currency_units(series(title, MONEY, description), r".*\(%s\)$")
 
 
+def dashed_thresholds(panel: timeseries.Panel) -> timeseries.Panel:
+    """Series whose legend starts with "threshold " are drawn dashed, without fill."""
+    return panel.override_by_regexp(
+        "threshold .*",
+        [
+            model.DynamicConfigValue(
+                id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
+            ),
+            model.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+        ],
+    )
+
+
 def single(title: str, unit: str, description: str, expr: str, legend: str = "") -> stat.Panel:
     return (
         stat.Panel()
@@ -162,19 +189,19 @@ def overview_stats() -> list[PanelBuilder]:
             "Spend per hour",
             "Total money spent per hour over the last hour, one value per currency "
             "(balance decreases; top-ups excluded).",
-            f"sum by (currency) (provider_account:apibalance_spend_per_hour:1h{{{SEL}}})",
+            f"sum by (currency) ({recorded('provider_account:apibalance_spend_per_hour:1h')})",
         ),
         single(
             "First account empty in",
             HOURS,
             "Shortest time until an account is empty at the burn rate of the last 6 hours.",
-            f"min(provider_account:apibalance_hours_until_empty:6h{{{SEL}}})",
+            f"min({recorded('provider_account:apibalance_hours_until_empty:6h')})",
         ).thresholds(HOURS_LEFT_STEPS),
         single(
             "Accounts down",
             "short",
-            "Accounts whose last collection failed (apibalance_up 0).",
-            f"count(apibalance_up{{{SEL}}} == 0) or vector(0)",
+            "Accounts that no scrape reads (apibalance_up 0 everywhere).",
+            f"count({recorded('provider_account:apibalance_up:max')} == 0) or vector(0)",
         ).thresholds(steps((None, "green"), (1, "red"))),
     ]
 
@@ -202,23 +229,19 @@ def accounts_table() -> table.Panel:
         .height(9)
         .span(24)
         .with_target(table_query(ALL_BALANCES, "A"))
-        .with_target(table_query(f"provider_account:apibalance_spend_per_hour:1h{{{SEL}}}", "B"))
+        .with_target(table_query(recorded("provider_account:apibalance_spend_per_hour:1h"), "B"))
+        .with_target(table_query(recorded("provider_account:apibalance_hours_until_empty:6h"), "C"))
+        .with_target(table_query(recorded("provider_account:apibalance_up:max"), "D"))
         .with_target(
             table_query(
-                # USD accounts' hours carry no currency label; give them theirs, so the row
-                # of an account is merged on the same currency in every query that has one.
-                "label_replace(provider_account:apibalance_hours_until_empty:6h{"
-                + SEL
-                + '}, "currency", "USD", "currency", "")',
-                "C",
+                "max by (provider, account) "
+                f"(apibalance_last_success_timestamp_seconds{{{SEL}}}) * 1000",
+                "E",
             )
         )
-        .with_target(table_query(f"apibalance_up{{{SEL}}}", "D"))
-        .with_target(table_query(f"apibalance_last_success_timestamp_seconds{{{SEL}}} * 1000", "E"))
         .with_target(
             table_query(
-                f"{ALL_BALANCES} / on (job, instance, provider, account, currency) "
-                f"{ALL_THRESHOLDS}",
+                f"{ALL_BALANCES} / on (provider, account, currency) {ALL_THRESHOLDS}",
                 "F",
             )
         )
@@ -227,7 +250,7 @@ def accounts_table() -> table.Panel:
             model.DataTransformerConfig(
                 id_val="organize",
                 options={
-                    "excludeByName": {"Time": True, "job": True, "instance": True},
+                    "excludeByName": {"Time": True},
                     "indexByName": {"provider": 0, "account": 1, "Value #A": 2, "currency": 3},
                     "renameByName": rename,
                 },
@@ -271,21 +294,14 @@ def accounts_table() -> table.Panel:
 
 def balance_panels() -> list[PanelBuilder]:
     return [
-        money_series(
-            "Balance",
-            "Money left per account in its currency, with its low-balance threshold dashed.",
+        dashed_thresholds(
+            money_series(
+                "Balance",
+                "Money left per account in its currency, with its low-balance threshold dashed.",
+            )
         )
         .with_target(query(ALL_BALANCES, legend=CURRENCY_LEGEND))
-        .with_target(query(ALL_THRESHOLDS, legend="threshold " + CURRENCY_LEGEND, ref="B"))
-        .override_by_regexp(
-            "threshold .*",
-            [
-                model.DynamicConfigValue(
-                    id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
-                ),
-                model.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
-            ],
-        ),
+        .with_target(query(ALL_THRESHOLDS, legend="threshold " + CURRENCY_LEGEND, ref="B")),
         money_series(
             "Burn rate",
             "Money spent per hour in each account's currency: the last hour, and the "
@@ -294,13 +310,13 @@ def balance_panels() -> list[PanelBuilder]:
         )
         .with_target(
             query(
-                f"provider_account:apibalance_spend_per_hour:1h{{{SEL}}}",
+                recorded("provider_account:apibalance_spend_per_hour:1h"),
                 legend="1h " + CURRENCY_LEGEND,
             )
         )
         .with_target(
             query(
-                f"provider_account:apibalance_spend_per_hour:6h{{{SEL}}}",
+                recorded("provider_account:apibalance_spend_per_hour:6h"),
                 legend="6h " + CURRENCY_LEGEND,
                 ref="B",
             )
@@ -311,7 +327,9 @@ def balance_panels() -> list[PanelBuilder]:
             "Balance divided by the 6-hour burn rate. "
             "The red and orange lines are the 4 h and 24 h alerts.",
         )
-        .with_target(query(f"provider_account:apibalance_hours_until_empty:6h{{{SEL}}}"))
+        .with_target(
+            query(recorded("provider_account:apibalance_hours_until_empty:6h"), CURRENCY_LEGEND)
+        )
         .thresholds(HOURS_LEFT_STEPS)
         .thresholds_style(cb.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.LINE))
         .axis_soft_max(48),
@@ -322,8 +340,8 @@ def balance_panels() -> list[PanelBuilder]:
         ).with_target(
             query(
                 f"clamp_min({ALL_BALANCES}"
-                f" - on (job, instance, provider, account, currency)"
-                f" provider_account:apibalance_spend_per_hour:6h{{{SEL}}} * 24, 0)",
+                f" - on (provider, account, currency)"
+                f" {recorded('provider_account:apibalance_spend_per_hour:6h')} * 24, 0)",
                 legend="in 24h " + CURRENCY_LEGEND,
             )
         ),
@@ -332,24 +350,71 @@ def balance_panels() -> list[PanelBuilder]:
 
 def credit_panels() -> list[PanelBuilder]:
     return [
-        series(
-            "Credits by type and pool",
-            "short",
-            "Credits left: Ocean.io standard/email/phone in one_time and recurrent pools, "
-            "Anti-Captcha subscription credits, CapSolver package calls.",
-        ).with_target(
+        dashed_thresholds(
+            series(
+                "Credits by type and pool",
+                "short",
+                "Credits left per credit type and pool (Ocean.io standard/email/phone in "
+                "one_time and recurrent pools, Anti-Captcha subscription credits, CapSolver "
+                "package calls, the catalogue's searches, requests, ...), and a type's total "
+                "where its low_credits threshold is for all pools. Dashed: the threshold the "
+                "credit alerts use (low_credits, else a tenth of the plan's allowance, else "
+                "a tenth of the week's maximum).",
+            )
+        )
+        .with_target(
+            query(recorded("provider_account:apibalance_credits:max"), legend=CREDIT_LEGEND)
+        )
+        .with_target(
             query(
-                f"apibalance_credits{{{SEL}}}",
-                legend="{{account}} {{credit_type}}/{{pool}}",
+                f"{recorded('provider_account:apibalance_credits:all_pools')}"
+                " and on (provider, account, credit_type, pool)"
+                " provider_account:apibalance_low_credits_threshold:effective",
+                legend=CREDIT_LEGEND,
+                ref="B",
+            )
+        )
+        .with_target(
+            query(
+                recorded("provider_account:apibalance_low_credits_threshold:effective"),
+                legend="threshold " + CREDIT_LEGEND,
+                ref="C",
             )
         ),
-        series("Daily limit left", "short", "Requests left today (Ocean.io).").with_target(
-            query(f"apibalance_daily_limit_remaining{{{SEL}}}")
+        series(
+            "Credits forecast: hours until used up",
+            HOURS,
+            "Each credit type (all its pools together) divided by its use per hour over the "
+            "last 6 hours. The red and orange lines are the 4 h and 24 h alerts.",
+        )
+        .with_target(
+            query(
+                recorded("provider_account:apibalance_credits_hours_until_empty:6h"),
+                legend="{{account}} {{credit_type}}",
+            )
+        )
+        .thresholds(HOURS_LEFT_STEPS)
+        .thresholds_style(cb.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.LINE))
+        .axis_soft_max(48),
+        dashed_thresholds(
+            series(
+                "Daily limit left",
+                "short",
+                "Requests left today, and dashed the threshold of the daily-limit alert "
+                "(low_daily_limit, else a tenth of the day's allowance).",
+            )
+        )
+        .with_target(query(recorded("provider_account:apibalance_daily_limit_remaining:max")))
+        .with_target(
+            query(
+                recorded("provider_account:apibalance_low_daily_limit_threshold:effective"),
+                legend="threshold " + ACCOUNT_LEGEND,
+                ref="B",
+            )
         ),
-        series("Daily limit resets in", "s", "Time until the daily limit resets.")
-        .with_target(query(f"apibalance_daily_limit_reset_seconds{{{SEL}}}"))
-        .span(24)
-        .height(6),
+        series("Daily limit resets in", "s", "Time until the daily limit resets.").with_target(
+            query(recorded("provider_account:apibalance_daily_limit_reset_seconds:max"))
+        ),
     ]
 
 

@@ -191,8 +191,15 @@ def test_the_accounts_table_shows_each_balance_with_its_currency() -> None:
     organize = next(t for t in table["transformations"] if t["id"] == "organize")["options"]
     assert organize["renameByName"]["currency"] == "Currency"
     assert organize["indexByName"]["Value #A"] + 1 == organize["indexByName"]["currency"]
-    # Every query that has a currency gives it to every account, USD ones included, so the
-    # rows of an account merge into one.
+    # Every recorded series that has a currency gives it to every account, USD ones
+    # included, so the rows of an account merge into one.
+    recorded = {
+        rule["record"]: " ".join(rule["expr"].split())
+        for group in yaml.safe_load(RULES.read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
     for target in table["targets"]:
-        if "hours_until_empty" in target["expr"]:
-            assert '"currency", "USD", "currency", ""' in target["expr"]
+        for name in re.findall(r"provider_account:[a-z_:0-9]+", target["expr"]):
+            if "currency" in target["expr"] or "hours_until_empty" in name:
+                assert "all_currencies" in name + recorded[name], (name, recorded[name])
