@@ -360,3 +360,49 @@ def test_login_error_reasons_need_login_error() -> None:
     assert problems_of(settings) == [
         "accounts[0].login: error_reasons maps values of error: give error too"
     ]
+
+
+async def test_a_login_whose_token_comes_in_a_header(
+    aiohttp_server: Any, upstream: Upstream
+) -> None:
+    """Some logins answer the token in a response header, not the body."""
+    issued: list[str] = []
+
+    async def login(request: web.Request) -> web.Response:
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        if (scheme, base64.b64decode(encoded).decode()) != ("Basic", f"{CLIENT_ID}:{KEY}"):
+            return web.json_response({"error": "invalid_client"}, status=401)
+        issued.append(f"session-{len(issued)}-abcdefgh")
+        return web.json_response({"ok": True}, headers={"X-Auth-Token": issued[-1]})
+
+    async def balance(request: web.Request) -> web.Response:
+        if request.headers.get("X-Auth-Token") not in issued:
+            return web.json_response({}, status=401)
+        return web.json_response({"balance": 12.5})
+
+    app = web.Application()
+    app.router.add_post("/session", login)
+    app.router.add_get("/balance", balance)
+    url = str((await aiohttp_server(app)).make_url(""))
+    settings = http_json_account(
+        url + "/balance",
+        KEY,
+        cache_ttl="0s",
+        request={"headers": {"X-Auth-Token": "{token}"}},
+        secrets={"client_id": {"value": CLIENT_ID}},
+        login={
+            "request": {
+                "url": url + "/session",
+                "method": "POST",
+                "basic_auth": {"username": "{client_id}", "password": "{api_key}"},
+            },
+            "token": "header('X-Auth-Token')",
+            "lifetime": "10m",
+        },
+    )
+    [snapshot] = await collect(upstream, settings)
+    assert snapshot.outcome.reading == Reading(balance_usd=12.5)
+    assert issued == ["session-0-abcdefgh"]
+    wrong = {**settings, "secrets": {"client_id": {"value": "someone-else"}}}
+    [refused] = await collect(upstream, wrong)
+    assert refused.outcome.reason is Reason.AUTH
