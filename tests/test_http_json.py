@@ -919,6 +919,7 @@ SIMULATED_ORIGINS = {
     "https://api.deepseek.com": "deepseek",
     "https://api.evomi.com": "evomi",
     "https://captcha.datalabs.net": "datalabs",
+    "https://openrouter.ai": "json",
 }
 EXAMPLE_PAYLOAD = {
     "data": {"balance": "1,250.75"},
@@ -963,6 +964,25 @@ EXPECTED: dict[str, tuple[SimAccount, Reading, Reason]] = {
         ),
         Reason.AUTH,
     ),
+    # OpenRouter's current-key answer (its SDK's GetCurrentKeyResponse example).
+    "openrouter-key": (
+        JsonAccount(
+            "readme-openrouter-key-0001",
+            payload={
+                "data": {
+                    "label": "sk-or-v1-au7...890",
+                    "limit": 100,
+                    "limit_remaining": 74.5,
+                    "limit_reset": "monthly",
+                    "usage": 25.5,
+                    "is_free_tier": False,
+                    "is_management_key": False,
+                }
+            },
+        ),
+        Reading(balance_usd=74.5),
+        Reason.AUTH,
+    ),
     # The anti-captcha protocol answers a wrong key with HTTP 200 and an errorCode.
     "datalabs": (
         SimAccount("readme-datalabs-key-0001", balance=12.5),
@@ -999,7 +1019,8 @@ def test_the_readme_examples_are_all_checked() -> None:
             assert origin is not None
             assert origin.group(0) in SIMULATED_ORIGINS
         env = dict.fromkeys(
-            ("SMS_KEY", "TELNYX_API_KEY", "EVOMI_API_KEY", "DATALABS_KEY"), "x" * 20
+            ("SMS_KEY", "TELNYX_API_KEY", "EVOMI_API_KEY", "DATALABS_KEY", "OPENROUTER_API_KEY"),
+            "x" * 20,
         )
         # The only acceptable problem is a key file that exists on a real machine only.
         for line in load_problems(block, env):
