@@ -4,7 +4,8 @@ aiohttp on its own keeps every connection it accepts, for an hour when idle, buf
 128 header lines of 8 KiB each per request head and never gives up on a head that is still
 arriving. Here:
 
-- at most `max_connections` are open. When one more arrives, one is closed to make room, the
+- at most `max_connections` are open, counted from accept() on, TLS handshake included.
+  When one more arrives, one is closed to make room, the
   first of: the one idle longest that has not yet been let past the web config's checks
   (basic auth; without it, any request gets past), the one longest stalled on a client that
   does not read its answers, the one busy longest on requests that have not got past the
@@ -25,6 +26,7 @@ arriving. Here:
 
 The connection cap stays below the process's file descriptor limit, whose soft value is
 raised to the hard one at start-up: past that limit, accept() fails and nothing is served.
+Should it fail anyway, accepting backs off (`Listener`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import errno
 import logging
 import resource
 import socket
+import ssl
 import struct
 import time
 from dataclasses import dataclass
@@ -73,6 +76,10 @@ REFUSAL = (
 ACCEPT_ERROR_LOG_INTERVAL = 10.0
 # SO_LINGER on, for 0 s: close() resets the connection and drops what is still unsent.
 LINGER_RESET = struct.pack("ii", 1, 0)
+# Connections taken per readiness of a listening socket, before other work gets a turn.
+ACCEPT_BATCH = 16
+ACCEPT_MIN_BACKOFF = 0.005
+ACCEPT_MAX_BACKOFF = 1.0
 ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -131,13 +138,19 @@ class Connection(web.RequestHandler):
         self._head_deadline: asyncio.TimerHandle | None = None
         self._write_deadline: asyncio.TimerHandle | None = None
         self.passed_checks = False
+        # The accepted socket, until the connection is made (after its TLS handshake).
+        self.accepted: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        if self._limited.admit(self, transport):
-            self._head_deadline = self._loop.call_later(
-                self._limited.limits.read_header_timeout, self._head_overdue
-            )
+        self.accepted = None
+        if not self._limited.holds(self):
+            # Pushed out to make room while its TLS handshake was finishing.
+            self.cut_off()
+            return
+        self._head_deadline = self._loop.call_later(
+            self._limited.limits.read_header_timeout, self._head_overdue
+        )
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._limited.forget(self)
@@ -174,6 +187,11 @@ class Connection(web.RequestHandler):
         transport = self.transport
         self.force_close()
         if transport is None:
+            if self.accepted is not None:
+                # Still in its TLS handshake: asyncio owns the socket. Shut down, it reads
+                # the end of the stream, gives up the handshake and closes it.
+                with contextlib.suppress(OSError):
+                    self.accepted.shutdown(socket.SHUT_RDWR)
             return
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -259,15 +277,14 @@ class LimitedServer(web.Server):
     def open_connections(self) -> int:
         return len(self._open)
 
-    def admit(self, connection: Connection, transport: asyncio.BaseTransport) -> bool:
+    def admit(self, connection: Connection) -> bool:
+        """Count a connection just accepted, making room for it if need be; False when every
+        connection is busy on requests that got past the checks."""
         if len(self._open) >= self.limits.max_connections:
             victim = self._next_to_make_room()
             if victim is None:
                 self.refused += 1
                 self._refusals.hit(max_connections=str(self.limits.max_connections))
-                if isinstance(transport, asyncio.WriteTransport):
-                    transport.write(REFUSAL)
-                connection.force_close()
                 return False
             self.evicted += 1
             self.forget(victim)
@@ -275,6 +292,9 @@ class LimitedServer(web.Server):
         self._open.add(connection)
         self._idle_unchecked[connection] = None
         return True
+
+    def holds(self, connection: Connection) -> bool:
+        return connection in self._open
 
     def _next_to_make_room(self) -> Connection | None:
         for candidates in (
@@ -351,37 +371,185 @@ class LimitedRunner(web.AppRunner):
 
 
 class LimitedSite(web.TCPSite):
-    """A TCPSite whose TLS handshakes must be done within the read-header timeout.
-
-    Until its handshake is done a TLS connection is not the server's yet, so the connection
-    cap does not see it; asyncio would give it a minute, which a flood of connections that
-    never say hello would turn into a pile of descriptors.
-    """
+    """A TCPSite served by a `Listener` rather than asyncio's own accept loop."""
 
     def __init__(self, runner: LimitedRunner, *args: Any, **kwargs: Any) -> None:
         super().__init__(runner, *args, **kwargs)
         self._handshake_timeout = runner.limits.read_header_timeout
 
     async def start(self) -> None:
-        if self._ssl_context is None:
-            await super().start()
-            return
-        # aiohttp's TCPSite.start, with the handshake timeout it does not pass on.
         await web.BaseSite.start(self)
         server = self._runner.server
-        assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
+        assert isinstance(server, LimitedServer)
+        listener = Listener(
             server,
-            self._host,
-            self._port,
-            ssl=self._ssl_context,
-            backlog=self._backlog,
-            reuse_address=self._reuse_address,
-            reuse_port=self._reuse_port,
-            ssl_handshake_timeout=self._handshake_timeout,
+            await listening_sockets(self._host, self._port, self._backlog),
+            self._ssl_context,
+            self._handshake_timeout,
         )
-        sockets = self._server.sockets
-        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        listener.start()
+        self._server = listener
+        self._bound_port = listener.sockets[0].getsockname()[1]
+
+
+async def listening_sockets(host: str | None, port: int, backlog: int) -> list[socket.socket]:
+    """Bound, listening sockets for `host` (None or "": every interface) and `port`."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # a family this host lacks (IPv6 in some containers), as asyncio does
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # One socket per family, as asyncio binds them: "::" must not take IPv4 too.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        raise OSError(f"no address to listen on for {host or ''}:{port}")
+    return sockets
+
+
+class Listener(asyncio.AbstractServer):
+    """Accepts connections for a `LimitedServer`, in place of asyncio's loop, which on
+    EMFILE goes on calling accept() for the rest of its batch (4096 calls) and schedules as
+    many retries a second later, tens of thousands of failed calls a second in all.
+
+    - out of descriptors (or kernel memory), accepting stops for 5 ms, doubling each time it
+      fails again up to 1 s (Go's net/http does the same), and the failure is logged once
+      per 10 s;
+    - a connection counts against the cap from accept() on, before its TLS handshake: a
+      flood of connections that never say hello is pushed out like any other idle kind,
+      instead of holding descriptors the cap never sees.
+    """
+
+    def __init__(
+        self,
+        server: LimitedServer,
+        sockets: list[socket.socket],
+        ssl_context: ssl.SSLContext | None,
+        handshake_timeout: float,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = server
+        self._sockets = sockets
+        self._ssl_context = ssl_context
+        self._handshake_timeout = handshake_timeout
+        self._serving = False
+        self._backoff = 0.0
+        self._retry: asyncio.TimerHandle | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._errors = RateLimitedLog(
+            "cannot accept connections", ACCEPT_ERROR_LOG_INTERVAL, logging.ERROR
+        )
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._sockets)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    async def start_serving(self) -> None:
+        self.start()
+
+    async def serve_forever(self) -> None:
+        raise NotImplementedError("served by the aiohttp runner")
+
+    def start(self) -> None:
+        self._serving = True
+        for sock in self._sockets:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _pause(self) -> None:
+        for sock in self._sockets:
+            self._loop.remove_reader(sock.fileno())
+
+    def _resume(self) -> None:
+        self._retry = None
+        if self._serving:
+            self.start()
+
+    def close(self) -> None:
+        if not self._serving:
+            return
+        self._serving = False
+        self._pause()
+        if self._retry is not None:
+            self._retry.cancel()
+        for sock in self._sockets:
+            sock.close()
+        for handshake in self._handshakes:
+            handshake.cancel()
+
+    async def wait_closed(self) -> None:
+        await asyncio.gather(*self._handshakes, return_exceptions=True)
+
+    def _accept(self, sock: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                accepted, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # gone before we took it
+            except OSError as error:
+                self._errors.hit(error=error.strerror or str(error))
+                if error.errno in ACCEPT_RESOURCE_ERRORS:
+                    self._back_off()
+                return
+            self._backoff = 0.0
+            self._serve(accepted)
+
+    def _back_off(self) -> None:
+        self._backoff = min(ACCEPT_MAX_BACKOFF, max(ACCEPT_MIN_BACKOFF, 2 * self._backoff))
+        self._pause()
+        self._retry = self._loop.call_later(self._backoff, self._resume)
+
+    def _serve(self, accepted: socket.socket) -> None:
+        accepted.setblocking(False)
+        connection = self._server()
+        if not self._server.admit(connection):
+            if self._ssl_context is None:
+                with contextlib.suppress(OSError):
+                    accepted.send(REFUSAL)
+            # With TLS, nothing can be said before a handshake: the refusal is the close.
+            accepted.close()
+            return
+        connection.accepted = accepted
+        handshake = self._loop.create_task(self._connect(connection, accepted))
+        self._handshakes.add(handshake)
+        handshake.add_done_callback(self._handshakes.discard)
+
+    async def _connect(self, connection: Connection, accepted: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(
+                lambda: connection,
+                accepted,
+                ssl=self._ssl_context,
+                ssl_handshake_timeout=self._handshake_timeout if self._ssl_context else None,
+            )
+        except asyncio.CancelledError:
+            self._server.forget(connection)
+            raise
+        except Exception as error:
+            # A reset, a timeout, a bad hello: whatever ends a handshake ends only its own.
+            self._server.forget(connection)
+            log.debug("TLS handshake failed", extra={"error": type(error).__name__})
 
 
 class RateLimitedLog:

@@ -341,6 +341,25 @@ class ExporterProcess:
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS")
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def cpu_share(self, seconds: float) -> float:
+        """The share of one CPU the process uses over the next `seconds`."""
+        before, started = self.cpu_seconds(), time.monotonic()
+        time.sleep(seconds)
+        return (self.cpu_seconds() - before) / (time.monotonic() - started)
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process has used so far."""
+        assert self.process is not None
+        # The command name, in parentheses, may hold spaces: the fields follow its end.
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        user, system = int(fields[11]), int(fields[12])
+        return (user + system) / os.sysconf("SC_CLK_TCK")
+
     def log(self) -> str:
         self._log.seek(0)
         return self._log.read().decode(errors="replace")

@@ -8,7 +8,9 @@ import asyncio
 import base64
 import contextlib
 import errno
+import http.client
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -835,6 +837,74 @@ def test_a_malformed_request_is_one_debug_line_not_a_traceback() -> None:
     assert len(lines) == 1
     assert "level=debug" in lines[0]
     assert "Traceback" not in log
+
+
+def test_connections_that_never_start_tls_cannot_spin_the_accept_loop(
+    tmp_path: Path, ca: trustme.CA
+) -> None:
+    issue_server_cert(ca, tmp_path)
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(
+        f"tls_server_config:\n  cert_file: {tmp_path / 'server.crt'}\n"
+        f"  key_file: {tmp_path / 'server.key'}\n"
+    )
+    context = client_context(ca)
+    # More connections than the process may open files: TCP only, never a TLS hello.
+    with ExporterProcess(
+        "--demo", "--web.config.file", str(web_config), file_limit=256
+    ) as exporter:
+        time.sleep(1)  # the demo's first collection, done before the figures are taken
+        sockets = connect(exporter.port, 400)
+        try:
+            time.sleep(1)
+            cpu = exporter.cpu_share(3)
+            open_files = len(os.listdir(f"/proc/{exporter.pid}/fd"))
+            scrape_started = time.monotonic()
+            connection = http.client.HTTPSConnection(
+                "localhost", exporter.port, timeout=10, context=context
+            )
+            try:
+                connection.request("GET", "/probe?account=anticaptcha-main")
+                status: int | None = connection.getresponse().status
+            except OSError:
+                status = None
+            finally:
+                connection.close()
+            scrape_seconds = time.monotonic() - scrape_started
+        finally:
+            close_all(sockets)
+        log = exporter.log()
+    print(
+        f"\n400 connections that never start TLS, 256 open files: exporter CPU {cpu:.0%}, "
+        f"{open_files} files open, TLS scrape {status} in {scrape_seconds * 1000:.0f} ms"
+    )
+    assert status == 200, log[-2000:]
+    assert scrape_seconds < 5.0
+    # The cap counts connections in their handshake: it keeps descriptors free for accept().
+    assert open_files < 256
+    # Idle but for the flood's connections: not accept() failing in a loop.
+    assert cpu < 0.1, log[-2000:]
+    assert "Traceback" not in log
+
+
+def test_out_of_descriptors_accepting_backs_off_instead_of_spinning(tmp_path: Path) -> None:
+    # 20 open files, 7 of them the process's own: the cap's floor of 16 connections is more
+    # than the descriptors left, so accept() fails for as long as the connections stay.
+    config = write_config(
+        tmp_path, {"accounts": [account("one", "datalabs", "key", "http://127.0.0.1:9")]}
+    )
+    with ExporterProcess("--config.file", str(config), file_limit=20) as exporter:
+        time.sleep(1)
+        sockets = connect(exporter.port, 30)
+        try:
+            time.sleep(1)
+            cpu = exporter.cpu_share(3)
+        finally:
+            close_all(sockets)
+        log = exporter.log()
+    print(f"\nout of descriptors with 30 connections waiting: exporter CPU {cpu:.0%}")
+    assert "cannot accept connections" in log
+    assert cpu < 0.1, log[-2000:]
 
 
 def test_the_connection_cap_fits_under_the_open_files_limit() -> None:
