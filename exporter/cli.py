@@ -251,7 +251,9 @@ def config_loader(args: argparse.Namespace, *, at_start: bool = True) -> Callabl
             notes = refusal_notes(error, path, args)
             if not notes:
                 raise
-            raise ConfigError(error.source, error.problems, (*error.notes, *notes)) from None
+            raise ConfigError(
+                error.source, error.problems, (*error.notes, *notes), secrets=error.secrets
+            ) from None
 
     return load_or_explain
 

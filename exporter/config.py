@@ -175,7 +175,9 @@ def load_config(
     except ConfigError as error:
         if expand_env:
             raise
-        raise ConfigError(source, _hint_expand_env(error.problems, text)) from None
+        raise ConfigError(
+            source, _hint_expand_env(error.problems, text), secrets=error.secrets
+        ) from None
     mode = _mode(path)
     if mode & 0o077 and any(a.settings.api_key is not None for a in config.accounts):
         literal = (
@@ -230,9 +232,9 @@ def parse_config(
             locator=locator,
         )
     except ConfigError as error:
-        raise ConfigError(source, [*duplicates, *error.problems]) from None
+        raise ConfigError(source, [*duplicates, *error.problems], secrets=error.secrets) from None
     if duplicates:
-        raise ConfigError(source, duplicates)
+        raise ConfigError(source, duplicates, secrets=config.secret_values())
     return config
 
 
@@ -299,8 +301,70 @@ def build_config(
         if account is not None:
             accounts.append(account)
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, problems, secrets=_secrets_in_places(raw_accounts, base_dir, env))
     return Config(source, global_settings, tuple(accounts))
+
+
+# The keys of an account (and of each `secrets` entry) that hold a secret or say where it is.
+_SECRET_PLACES = {"api_key": "value", "api_key_env": "env", "api_key_file": "file"}
+_SOURCE_PLACES = ("value", "env", "file")
+
+
+def _secrets_in_places(
+    raw_accounts: Sequence[object], base_dir: Path | None, environ: Mapping[str, str]
+) -> set[str]:
+    """What a refused config holds in a key's place, and the keys those places lead to, for
+    its problems to be shown without them (even when the account itself did not validate).
+    A value pasted in the wrong place (the key as `provider`) is quoted redacted."""
+    found: set[str] = set()
+    for raw in raw_accounts:
+        if not isinstance(raw, dict):
+            continue
+        places = [(raw.get(key), kind) for key, kind in _SECRET_PLACES.items()]
+        secrets = raw.get("secrets")
+        if isinstance(secrets, dict):
+            for source in secrets.values():
+                if isinstance(source, dict):
+                    places += [(source.get(key), key) for key in _SOURCE_PLACES]
+        places += [(password, "value") for password in _basic_auth_passwords(raw)]
+        for value, kind in places:
+            if isinstance(value, str) and value:
+                # A name of a variable or file is not quoted where it stands (read_secret);
+                # a key pasted there instead is quoted nowhere else either.
+                found.add(value)
+                found.update(_resolved(value, kind, base_dir, environ))
+    return found
+
+
+def _basic_auth_passwords(raw: Mapping[str, object]) -> list[object]:
+    requests = [
+        raw.get("request"),
+        *(login.get("request") for login in [raw.get("login")] if isinstance(login, dict)),
+    ]
+    return [
+        request["basic_auth"].get("password")
+        for request in requests
+        if isinstance(request, dict) and isinstance(request.get("basic_auth"), dict)
+    ]
+
+
+def _resolved(
+    value: str, kind: str, base_dir: Path | None, environ: Mapping[str, str]
+) -> list[str]:
+    """The secret an `env` or `file` place names, if it can be had; nothing else."""
+    if kind == "env":
+        secret = environ.get(value, "").strip()
+        return [secret] if secret else []
+    if kind != "file":
+        return []
+    path = Path(value)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        text = read_regular_file(path, MAX_KEY_FILE_BYTES).decode("utf-8", "replace").strip()
+    except (UnreadableFile, ValueError):
+        return []
+    return [text] if text else []
 
 
 def _account(
@@ -460,12 +524,13 @@ def read_secret(
     environ: Mapping[str, str],
     what: str = "secret",
 ) -> tuple[SecretStr | None, str | None]:
-    """A secret from exactly one of its sources, or why it cannot be had (never quoting it)."""
+    """A secret from exactly one of its sources, or why it cannot be had: never quoting it, nor
+    the variable or file that holds it (a key pasted there by mistake would be shown)."""
     if value is not None:
         text = value.get_secret_value()
     elif env is not None:
         if env not in environ:
-            return None, f"environment variable {env} is not set"
+            return None, "the environment variable it names is not set"
         text = environ[env]
     else:
         assert file is not None
@@ -475,11 +540,11 @@ def read_secret(
         try:
             raw = read_regular_file(path, MAX_KEY_FILE_BYTES)
         except UnreadableFile as error:
-            return None, f"cannot read {path}: {error}"
+            return None, f"cannot read the file it names: {error}"
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return None, f"{path} is not UTF-8 text"
+            return None, "the file it names is not UTF-8 text"
     text = text.strip()
     if not text:
         return None, f"the {what} is empty"

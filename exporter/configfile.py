@@ -16,13 +16,14 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from exporter import logs
 from exporter.hints import did_you_mean
 
 log = logging.getLogger(__name__)
@@ -53,17 +54,30 @@ class Problem:
 
 class ConfigError(Exception):
     """Every problem of a config file, each on its own line with its place, and then any
-    `notes` on what to do about them."""
+    `notes` on what to do about them.
 
-    def __init__(self, source: str, problems: Sequence[Problem], notes: Sequence[str] = ()) -> None:
+    `secrets` are the values the file holds in a key's place (and what they lead to): a line
+    quoting one anywhere, as a provider's name, a header's or an unknown key's, shows it
+    redacted. The keys of a config running already are redacted by the log's own redactor.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        problems: Sequence[Problem],
+        notes: Sequence[str] = (),
+        secrets: Iterable[str] = (),
+    ) -> None:
         self.source = source
         self.problems = sorted(problems, key=lambda p: (p.line or 0, format_loc(p.loc)))
         self.notes = tuple(notes)
+        self.secrets = frozenset(secrets)
         super().__init__("\n".join(self.lines))
 
     @property
     def lines(self) -> list[str]:
-        return [*(p.render(self.source) for p in self.problems), *self.notes]
+        shown = [*(p.render(self.source) for p in self.problems), *self.notes]
+        return [logs.redact_also(line, self.secrets) for line in shown]
 
 
 def format_loc(loc: Loc) -> str:

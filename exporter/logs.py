@@ -106,6 +106,20 @@ def redact(text: str) -> str:
     return text
 
 
+def redact_also(text: str, secrets: Iterable[str]) -> str:
+    """`text` redacted as the log is, and of `secrets` too: values a config holds in a key's
+    place that were never registered (a config refused on reload, or by --config.check)."""
+    text = redact(text)
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        if secret not in text:
+            continue
+        if len(secret) >= MIN_SECRET_LENGTH:
+            text = text.replace(secret, REDACTED)
+        else:
+            text = re.sub(f"(?<!{_WORD}){re.escape(secret)}(?!{_WORD})", REDACTED, text)
+    return text
+
+
 def _redact_prefixed(text: str, prefix: str, secrets: list[str]) -> str:
     parts: list[str] = []
     start = 0

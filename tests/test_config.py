@@ -150,7 +150,7 @@ ACCOUNT = "accounts:\n  - name: a\n    provider: datalabs\n"
         ),
         (
             "    api_key_env: NOT_SET_ANYWHERE\n",
-            "cfg.yml:4: accounts[0].api_key_env: environment variable NOT_SET_ANYWHERE is not set",
+            "cfg.yml:4: accounts[0].api_key_env: the environment variable it names is not set",
         ),
         (
             "    api_key_env: 1BAD\n",
@@ -159,7 +159,7 @@ ACCOUNT = "accounts:\n  - name: a\n    provider: datalabs\n"
         ),
         (
             "    api_key_file: /nonexistent/key\n",
-            "cfg.yml:4: accounts[0].api_key_file: cannot read /nonexistent/key: No such file or directory",
+            "cfg.yml:4: accounts[0].api_key_file: cannot read the file it names: No such file or directory",
         ),
         ("    api_key: '   '\n", "cfg.yml:4: accounts[0].api_key: the key is empty"),
         (
@@ -219,13 +219,13 @@ def test_key_file_problems(tmp_path: Path) -> None:
     lines = problems_of(text)
     assert lines[0] == "cfg.yml:4: accounts[0].api_key_file: the key is empty"
     assert (
-        lines[1] == f"cfg.yml:7: accounts[1].api_key_file: cannot read {tmp_path}: "
+        lines[1] == "cfg.yml:7: accounts[1].api_key_file: cannot read the file it names: "
         "is a directory, not a regular file"
     )
     if os.geteuid() != 0:
         assert (
             lines[2]
-            == f"cfg.yml:10: accounts[2].api_key_file: cannot read {unreadable}: Permission denied"
+            == "cfg.yml:10: accounts[2].api_key_file: cannot read the file it names: Permission denied"
         )
 
 
@@ -497,7 +497,7 @@ def test_config_and_key_file_must_be_regular_files(tmp_path: Path) -> None:
         assert not thread.is_alive(), f"loading {path.name} hangs on a FIFO"
         if path == config:
             assert outcome == [
-                f"{config}:2: accounts[0].api_key_file: cannot read {fifo}: "
+                f"{config}:2: accounts[0].api_key_file: cannot read the file it names: "
                 "is a FIFO, not a regular file"
             ]
         else:

@@ -15,13 +15,14 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from exporter import logs, upstream
+from exporter import cli, logs, upstream
 from exporter.config import parse_config
 from exporter.configfile import ConfigError
 from exporter.demo import Fault, SimAccount, Simulator, delay, respond
@@ -730,6 +731,77 @@ async def test_a_failed_reload_never_shows_the_keys(
     assert all(CANARY not in line for line in captured_logs.text)
 
 
+NEW_KEY = "NEWKEY-5b1f9e27c4d8a3"
+
+
+def new_account(key_file: Path, **change: Any) -> dict[str, Any]:
+    """An account added by the reload, its key (only in the new config) read from a file."""
+    fresh: dict[str, Any] = {
+        "name": "fresh",
+        "provider": "http_json",
+        "api_key_file": str(key_file),
+        "request": {
+            "url": "https://api.example.com/v1/balance",
+            "headers": {"Authorization": "Bearer {api_key}"},
+        },
+        "values": {"balance_usd": "balance"},
+    }
+    for where, new in change.items():
+        *parents, last = where.split(".")
+        target = fresh
+        for part in parents:
+            target = target[part]
+        if last.startswith("-"):
+            del target[last[1:]]
+        else:
+            target[last] = new
+    return fresh
+
+
+# The new key pasted where a message quotes what it finds: every one was shown in clear.
+NEW_KEY_SHAPES: dict[str, dict[str, Any]] = {
+    "provider": {"provider": NEW_KEY},
+    "timeout": {"timeout": NEW_KEY},
+    "name": {"name": NEW_KEY + "!"},
+    "unknown key": {NEW_KEY: 1},
+    "currency": {"currency": NEW_KEY},
+    "header name": {"request.headers.-Authorization": None, f"request.headers.{NEW_KEY} x": "v"},
+    # The key pasted as the path of its own file.
+    "key file's path": {"api_key_file": NEW_KEY},
+}
+
+
+@pytest.mark.parametrize("shape", NEW_KEY_SHAPES)
+async def test_a_key_only_in_a_refused_reload_is_never_shown(
+    shape: str,
+    simulator: Simulator,
+    make_exporter: ExporterFactory,
+    captured_logs: Capture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A problem message never quotes a value from a key's place, and quotes any other value
+    only after redacting the keys of both configs: the running one and the one refused."""
+    accounts, _ = healthy_accounts(simulator)
+    _, client = await make_exporter({"accounts": accounts})
+    key_file = make_exporter.tmp_path / "fresh.key"
+    key_file.write_text(NEW_KEY + "\n")
+    key_file.chmod(0o600)
+    fresh = new_account(key_file, **NEW_KEY_SHAPES[shape])
+    path = write_config(make_exporter.tmp_path, {"accounts": [*accounts, fresh]})
+    response = await client.post("/-/reload")
+    assert response.status == 500
+    answer = await response.text()
+    assert f"accounts[{len(accounts)}]" in answer  # the problem is there, only the key is not
+    landing = await (await client.get("/")).text()
+    # What --config.check prints, without the logging set-up of a command of its own.
+    assert cli.check(cli.parse_args(["--config.file", str(path), "--config.check"])) == 1
+    checked = capsys.readouterr()
+    for text in [answer, landing, checked.out, checked.err, *captured_logs.text]:
+        assert NEW_KEY not in text
+        assert NEW_KEY[:12] not in text
+    assert f"accounts[{len(accounts)}]" in checked.err
+
+
 async def test_a_reload_answer_is_redacted_like_the_log(
     simulator: Simulator, make_exporter: ExporterFactory, captured_logs: Capture
 ) -> None:
@@ -744,7 +816,7 @@ async def test_a_reload_answer_is_redacted_like_the_log(
     response = await client.post("/-/reload")
     assert response.status == 500
     text = await response.text()
-    assert f"environment variable {logs.REDACTED} is not set" in text
+    assert "the environment variable it names is not set" in text
     assert key not in text
     assert all(key not in line for line in captured_logs.text)
 

@@ -114,8 +114,8 @@ def test_secrets_are_read_like_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         build_config({"accounts": [settings]}, source="cfg.yml", base_dir=tmp_path, environ={})
     assert [line.split(": ", 1)[1] for line in caught.value.lines] == [
-        "accounts[0].secrets.b.env: environment variable MISSING is not set",
-        f"accounts[0].secrets.c.file: cannot read {tmp_path / 'absent'}: No such file or directory",
+        "accounts[0].secrets.b.env: the environment variable it names is not set",
+        "accounts[0].secrets.c.file: cannot read the file it names: No such file or directory",
     ]
     settings["secrets"] = {
         "a": {"file": "sid"},
