@@ -328,7 +328,8 @@ def _secrets_in_places(
                     places += [(source.get(key), key) for key in _SOURCE_PLACES]
         places += [(password, "value") for password in _basic_auth_passwords(raw)]
         for value, kind in places:
-            if isinstance(value, str) and value:
+            # `${VAR}` unexpanded is a variable's name, which the problem is about.
+            if isinstance(value, str) and value and not ENV_REFERENCE_RE.fullmatch(value):
                 # A name of a variable or file is not quoted where it stands (read_secret);
                 # a key pasted there instead is quoted nowhere else either.
                 found.add(value)
