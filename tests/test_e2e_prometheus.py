@@ -67,6 +67,7 @@ EXPECTED = {
     ("ApiBalanceRunsOutWithin4h", "rub"),
     ("ApiBalanceLow", "eur"),
     ("ApiBalanceCreditsLow", "ocean"),
+    ("ApiBalanceCreditsLow", "plan"),
     ("ApiBalanceCreditsNearlyEmpty", "ocean"),
     ("ApiBalanceCreditsRunOutWithin24h", "ocean"),
     ("ApiBalanceCreditsRunOutWithin4h", "ocean"),
@@ -155,6 +156,29 @@ def accounts(setup: str) -> list[DemoAccount]:
                 "low_daily_limit": 590,
                 **team,
             },
+        ),
+        # A monthly plan of 5,000 with 328 left and no low_credits: under a tenth of the
+        # allowance the answer reports.
+        DemoAccount(
+            f"{setup}-plan",
+            "http_json",
+            JsonAccount(key("plan"), payload={"requestLimit": 5000, "requestCount": 4672}),
+            {
+                "request": {"url": "/account", "query": {"api_key": "{api_key}"}},
+                "values": {
+                    "credits": [
+                        {
+                            "credit_type": "api_credits",
+                            "pool": "monthly",
+                            "path": "subtract(requestLimit, requestCount)",
+                            "allowance": "requestLimit",
+                        }
+                    ]
+                },
+                "top_up_url": "https://scraper.example/billing",
+                **team,
+            },
+            api="json",
         ),
     ]
     if setup == "single":
@@ -509,6 +533,19 @@ async def test_every_alert_fires_once_per_account_with_its_team_and_top_up_link(
         if currency and not labels["alertname"].startswith("ApiBalanceCredits"):
             assert labels["currency"] == currency, alert
             assert f" {currency} " in description, alert
+
+    # Without low_credits, a tenth of the plan's allowance is the threshold.
+    for setup in SETUPS:
+        [plan] = [
+            a
+            for a in live
+            if a["labels"]["account"] == f"{setup}-plan"
+            and a["labels"]["alertname"] == "ApiBalanceCreditsLow"
+        ]
+        assert (
+            "api_credits (monthly pool) 328 left, threshold 500;"
+            in (plan["annotations"]["description"])
+        )
 
     # The recorded money view is one series per account, in its currency.
     money = await api(
