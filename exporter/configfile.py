@@ -300,7 +300,9 @@ def validation_problems(
         loc = _clean_loc(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            key = str(loc[-1])
+            # The unknown key itself, whatever it looks like (`<script>` is no union's tag).
+            key = str(item["loc"][-1])
+            loc = (*loc[:-1], key) if loc and loc[-1] == key else (*loc, key)
             owners = (elsewhere or {}).get(key) if len(loc) == 1 else None
             if owners:
                 message = f"unknown key: {key} is a key of provider {' and '.join(owners)} only"

@@ -32,6 +32,7 @@ from exporter import logs
 from exporter.config import Account, Config
 from exporter.debug import TRACE, Trace
 from exporter.model import CollectError, Reading, Reason
+from exporter.status import Peaks
 from exporter.upstream import DEFAULT_RETRY_AFTER, Upstream
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,8 @@ class AccountState:
         self.last_success_wall: float | None = None
         # Kept after failures for the landing page only: metrics never show a stale value.
         self.last_reading: Reading | None = None
+        # The most each series held lately: the landing page's history-based thresholds.
+        self.peaks = Peaks()
         self.errors: dict[Reason, int] = dict.fromkeys(Reason, 0)
         self.not_before = -math.inf
         self.auth_failures = 0
@@ -274,6 +277,8 @@ class AccountState:
         if error is None:
             self.last_success_wall = self._clock.wall()
             self.last_reading = outcome.reading
+            if outcome.reading is not None:
+                self.peaks.record(outcome.reading, self.last_success_wall)
             self.auth_failures = 0
             self.not_before = interval_end
             if previous is not None and not previous.ok:

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from exporter.config import Config, load_config
 from exporter.demo import SimAccount, Simulator, delay
 from exporter.demo.antigate import AntigateAccount
+from exporter.demo.json_apis import JsonAccount
 from exporter.demo.ocean import OceanAccount
 from exporter.engine import Engine
 from exporter.http import Exporter
@@ -186,16 +187,17 @@ async def test_a_person_sees_money_its_age_errors_and_a_failed_reload(
     seen = Seen(dom)
 
     main = seen.row("main")
-    assert main["status"] == "up"
+    # Below its low_balance_usd: low, as ApiBalanceLow says, with where to pay.
+    assert main["status"] == "low\ntop up"
     assert main["balance"] == "12.3456 USD (low: below 20.00 USD)"
-    assert main["credits"] == "captcha (subscription): 85,000"
-    assert main["as of"].startswith("5 min ago\n")
-    assert main["as of"].endswith(time.strftime("%H:%M:%S UTC", time.gmtime(clock.wall() - 303)))
+    assert main["credits"] == "captcha: subscription 85,000"
+    assert main["as of"] == "5 min ago"
+    collected_at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(clock.wall() - 303))
+    assert f'title="{collected_at}"' in dom
     assert seen.row("sms-ru")["balance"] == "420.00 RUB (low: below 500.00 RUB)"
     data = seen.row("data")
-    assert data["credits"].splitlines()[0] == "standard (one_time): 100"
-    assert "standard (recurrent): 2,500" in data["credits"]
-    assert data["daily limit"].startswith("949 left, resets in ")  # the balance call is one
+    assert data["credits"].splitlines()[0] == "standard: one_time 100 · recurrent 2,500"
+    assert data["daily limit"].startswith("949 left\nresets in ")  # the balance call is one
     revoked = seen.row("revoked")
     assert revoked["status"] == "down"
     assert revoked["balance"] == "never collected"
@@ -232,7 +234,9 @@ async def test_a_later_failure_keeps_the_figures_with_their_age(
     page = await (await client.get("/")).text()
     row = page[page.index(">later</a>") :].split("</tr>")[0]
     assert '<td class="down">down</td>' in row
-    assert "7.25 USD" in row
+    # The figures of the last success, marked as what they are.
+    assert '<td class="stale">7.25 USD</td>' in row
+    assert '<span class="stale-tag">stale</span>' in row
     assert "<td>auth: " in row
 
 
@@ -284,3 +288,102 @@ def test_amounts_read_as_money() -> None:
     assert number(85000.0) == "85,000"
     assert number(2.5) == "2.5"
     assert number(0.0) == "0"
+
+
+def json_api(simulator: Simulator, name: str, payload: Any, **more: Any) -> dict[str, Any]:
+    """An http_json account whose answer is `payload`."""
+    key = f"landing-{name}-key-0001"
+    simulator.add("json", JsonAccount(key, payload=payload))
+    return {
+        "name": name,
+        "provider": "http_json",
+        "api_key": key,
+        "request": {
+            "url": simulator.base_url("json") + "/v1",
+            "headers": {"Authorization": "Bearer {api_key}"},
+        },
+        **more,
+    }
+
+
+async def test_problems_come_first_judged_as_the_alerts_judge_them(
+    simulator: Simulator, make_exporter: Any
+) -> None:
+    """55 accounts: a summary line; down, nearly empty and low accounts above the rest, each
+    by the thresholds and defaults of the shipped alerts (docs/alerts.md)."""
+    healthy = []
+    for i in range(49):
+        key = f"landing-healthy-{i:04d}"
+        simulator.add("datalabs", SimAccount(key, balance=25.0))
+        healthy.append(account(f"healthy-{i:02d}", "datalabs", key, simulator.base_url("datalabs")))
+    simulator.add("capmonster", SimAccount("landing-gone-key-0001", balance=7.25))
+    simulator.add("capmonster", SimAccount("landing-pennies-0001", balance=0.05))
+    simulator.add(
+        "ocean",
+        OceanAccount(
+            "landing-ocean-key-02",
+            daily_limit=950,
+            credits={"credits": {"oneTime": 100, "recurrent": 2500}},
+        ),
+    )
+    credits = {"credit_type": "searches", "pool": "monthly", "path": "left", "allowance": "plan"}
+    problems = [
+        # Goes down after one success: its figures stay, marked stale; down, not low.
+        account(
+            "gone",
+            "capmonster",
+            "landing-gone-key-0001",
+            simulator.base_url("capmonster"),
+            cache_ttl="0s",
+            low_balance_usd=100,
+        ),
+        # USD without a threshold: nearly empty under 1 USD (ApiBalanceNearlyEmpty's default).
+        account("pennies", "capmonster", "landing-pennies-0001", simulator.base_url("capmonster")),
+        # Another currency without a threshold: no default, so up.
+        json_api(
+            simulator, "kopecks", {"balance": 0.5}, currency="RUB", values={"balance": "balance"}
+        ),
+        # A monthly plan of 5,000 searches on day 28: 328 left is under a tenth of it.
+        json_api(simulator, "monthly", {"left": 328, "plan": 5000}, values={"credits": [credits]}),
+        # ... and 600 left is not.
+        json_api(simulator, "early", {"left": 600, "plan": 5000}, values={"credits": [credits]}),
+        # All pools of a type together against low_credits; the daily limit against its own.
+        account(
+            "data",
+            "ocean",
+            "landing-ocean-key-02",
+            simulator.base_url("ocean"),
+            low_credits={"standard": 5000},
+            low_daily_limit=1000,
+        ),
+    ]
+    _, client = await make_exporter({"accounts": [*healthy, *problems]})
+    await client.get("/metrics")
+    simulator.accounts["capmonster"].pop("landing-gone-key-0001")
+    await client.get("/metrics")
+    seen = Seen(await (await client.get("/")).text())
+
+    assert "55 accounts, 1 down, 3 low, 51 up" in seen.text
+    order = [row[0] for row in seen.rows[1:]]
+    assert order[:4] == ["gone", "pennies", "monthly", "data"]
+    assert order[4:] == [*(f"healthy-{i:02d}" for i in range(49)), "kopecks", "early"]
+    statuses = {name: seen.row(name)["status"] for name in order[:4]}
+    assert statuses == {
+        "gone": "down",
+        "pennies": "nearly empty\ntop up",
+        "monthly": "low",  # http_json: no page to pay on unless the config names one
+        "data": "low\ntop up",
+    }
+    gone = seen.row("gone")
+    assert gone["balance"] == "7.25 USD"  # below its threshold, but stale: not marked low
+    assert gone["as of"].startswith("stale ")
+    assert seen.row("pennies")["balance"] == "0.05 USD (nearly empty: below 1.00 USD)"
+    assert seen.row("kopecks")["status"] == "up"
+    assert seen.row("monthly")["credits"] == "searches: monthly 328 of 5,000 (low: below 500)"
+    assert seen.row("early")["credits"] == "searches: monthly 600 of 5,000"
+    data = seen.row("data")
+    assert data["credits"].splitlines() == [
+        "standard: one_time 100 · recurrent 2,500",
+        "standard (all pools): 2,600 (low: below 5,000)",
+    ]
+    assert data["daily limit"].startswith("949 left (low: below 1,000)\nresets in ")

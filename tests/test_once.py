@@ -3,6 +3,7 @@ are up, and never a key in what it prints."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,9 @@ import pytest
 from exporter.cli import main
 from exporter.demo import catalogue_accounts, demo_accounts
 from exporter.engine import Outcome, Snapshot
-from exporter.model import Reading
+from exporter.model import Credit, Reading
 from exporter.once import rows
+from exporter.thresholds import CreditThreshold
 from tests.helpers import gated_config, write_config
 
 CANARY = "CANARY-once-5f3a9b1c7d-KEY"
@@ -92,3 +94,54 @@ def test_money_in_another_currency_is_shown_in_it() -> None:
     snapshot = Snapshot(config.accounts[0], Outcome(reading, None, 0.0, 0.1), {}, None)
     [line] = rows(snapshot)
     assert line[4] == "1,500.5 RUB"
+
+
+def test_low_accounts_are_marked_as_the_alerts_and_the_landing_page_mark_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo's low accounts: money under its threshold, money under 1 USD without one,
+    credits under a tenth of the plan's allowance; low is not down (exit 0 if all are up)."""
+    code = main(["--collect.once", "--demo", "--log.level", "error"])
+    lines = capsys.readouterr().out.splitlines()
+    by_name = {line.split()[0]: line for line in lines[1:] if not line.startswith(" ")}
+    up = {name: line.split()[2] == "1" for name, line in by_name.items()}
+    if up["capmonster-low"]:
+        assert " USD LOW (below 5 USD)" in by_name["capmonster-low"]
+    if up["twilio-main"]:
+        assert " USD NEARLY EMPTY (below 1 USD)" in by_name["twilio-main"]
+    if up["firecrawl-main"]:
+        assert "credits/team=1,000 NEARLY EMPTY (below 50,000)" in by_name["firecrawl-main"]
+    assert "LOW" not in by_name["decaptcha-main"]
+    assert "EMPTY" not in by_name["decaptcha-main"]
+    assert code == (0 if all(up.values()) else 1)
+
+
+def test_credit_and_daily_limit_thresholds_are_marked() -> None:
+    config, _ = gated_config("ocean")
+    account = replace(
+        config.accounts[0],
+        low_credits=(
+            CreditThreshold("standard", "all", 3000),
+            CreditThreshold("email", "one_time", 10),
+        ),
+        low_daily_limit=100,
+    )
+    reading = Reading(
+        credits=(
+            Credit("standard", "one_time", 100),
+            Credit("standard", "recurrent", 2500),
+            Credit("email", "one_time", 20),
+        ),
+        daily_limit_remaining=20,
+        daily_limit_reset_seconds=7200,
+    )
+    snapshot = Snapshot(account, Outcome(reading, None, 0.0, 0.1), {}, None, age=600)
+    lines = rows(snapshot)
+    assert [line[5] for line in lines] == [
+        "standard/one_time=100",
+        "standard/recurrent=2,500",
+        "email/one_time=20",
+        "standard/all=2,600 LOW (below 3,000)",
+    ]
+    # Under a quarter of its threshold; the reset counted down from the answer's.
+    assert lines[0][6] == "20 NEARLY EMPTY (below 100) (resets in 1 h 50 min)"
