@@ -642,5 +642,7 @@ accounts:
 
 
 def test_an_unknown_key_that_looks_like_markup_is_named_as_written() -> None:
-    text = 'global:\n  "<script>": 1\naccounts:\n  - {name: a, provider: twocaptcha, api_key_env: K}\n'
+    text = (
+        'global:\n  "<script>": 1\naccounts:\n  - {name: a, provider: twocaptcha, api_key_env: K}\n'
+    )
     assert problems_of(text, K="k-123456") == ["cfg.yml:2: global.<script>: unknown key"]

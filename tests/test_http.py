@@ -39,7 +39,7 @@ async def test_health_ready_and_landing(
     await client.get("/metrics")
     simulator.accounts["datalabs"].clear()  # the key is now unknown upstream
     page = await (await client.get("/")).text()
-    assert page.count('class="up"') == 2
+    assert page.count('<td class="up">up</td>') == 2
     assert SECRET not in page
     assert simulator.base_url("datalabs") not in page
 
