@@ -29,8 +29,10 @@ from exporter.hints import did_you_mean
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# A config file is a few KiB; anything near this is not one (a log, a disk image).
-MAX_CONFIG_FILE_BYTES = 4 * 1024 * 1024
+# A config file is a few KiB (1,000 accounts are about 150 KiB); anything near this is not one
+# (a log, a disk image, a generated list). YAML is read at tens of microseconds a value, so
+# the bound is also what keeps a reload's parse to seconds.
+MAX_CONFIG_FILE_BYTES = 1024 * 1024
 # Real configs nest about six levels; the bound keeps the YAML composer and pydantic well
 # inside Python's recursion limit whatever the file holds.
 MAX_YAML_DEPTH = 64
@@ -174,13 +176,15 @@ def read_yaml(text: str, source: str) -> tuple[Any, Locator]:
     """
     try:
         # The reader checks the whole text for characters YAML does not allow right here.
-        loader = yaml.SafeLoader(text)
+        loader = _CountingLoader(text)
     except yaml.YAMLError as error:
         raise ConfigError(source, [yaml_problem(error, text)]) from None
     try:
         root = loader.get_single_node()
     except yaml.YAMLError as error:
         raise ConfigError(source, [yaml_problem(error, text)]) from None
+    except _TooManyValues as error:
+        raise ConfigError(source, [error.problem]) from None
     except RecursionError:
         line = loader.get_mark().line + 1
         problem = Problem((), f"invalid YAML: nested more than {MAX_YAML_DEPTH} levels deep", line)
@@ -200,6 +204,31 @@ def read_yaml(text: str, source: str) -> tuple[Any, Locator]:
     finally:
         constructor.dispose()
     return data, Locator(root)
+
+
+class _TooManyValues(Exception):
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+
+
+class _CountingLoader(yaml.SafeLoader):
+    """Composes no more than MAX_YAML_VALUES nodes as written (aliases count once here, and
+    as expanded in `_shape_problem`): a file of a million list items is refused after the
+    first hundred thousand, not after all of them, each a Python object, are built."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._composed = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._composed += 1
+        if self._composed > MAX_YAML_VALUES:
+            message = (
+                f"invalid YAML: more than {MAX_YAML_VALUES} values; a config has a few per "
+                "account (was a data file given as the config?)"
+            )
+            raise _TooManyValues(Problem((), message, self.get_mark().line + 1))
+        return super().compose_node(parent, index)
 
 
 def yaml_problem(error: yaml.YAMLError, text: str) -> Problem:
