@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import random
+import re
 import time
 import urllib.parse
 import zlib
@@ -56,6 +57,12 @@ def _refuse_constant(name: str) -> float:
 _JSON_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
+# How web pages start (nginx's, Apache's, a framework's error pages), unlike XML or text.
+_HTML_START_RE = re.compile(
+    rb"\s*<(?:!doctype\s+html|html|head|body|title|h1|p|div|center|pre)\b", re.IGNORECASE
+)
+
+
 @functools.lru_cache(maxsize=4096)
 def _url(text: str) -> yarl.URL:
     """The parsed URL, once per URL rather than once per request (the same parse aiohttp does
@@ -75,6 +82,12 @@ class Answer:
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+    @property
+    def is_html(self) -> bool:
+        """A web page (a server's or a proxy's own), not an API's answer. By its first tag:
+        a Content-Type says little, since plain-text APIs in PHP answer `text/html` too."""
+        return _HTML_START_RE.match(self.body[:256]) is not None
 
     def json(self) -> Any:
         """The body as JSON; NaN and Infinity literals are refused like any other non-JSON."""

@@ -115,6 +115,11 @@ def status_error(answer: Answer) -> CollectError:
     """The error for a non-2xx answer that carries nothing more specific."""
     if answer.status in (401, 403):
         return CollectError(Reason.AUTH, f"HTTP {answer.status}: key rejected")
+    if answer.status == 404:
+        # The documented path is added to base_url: one with a path of its own misses.
+        return CollectError(
+            Reason.HTTP, "HTTP 404: no such path; base_url is what comes before the documented path"
+        )
     return CollectError(Reason.HTTP, f"HTTP {answer.status}")
 
 

@@ -30,6 +30,7 @@ import yaml
 from pydantic import Field, JsonValue, ValidationError, model_validator
 
 from exporter.providers.http_json import HttpJson, HttpJsonSettings
+from exporter.providers.http_json.settings import RequestSettings
 from exporter.settings import (
     AccountSettings,
     BaseUrl,
@@ -217,6 +218,25 @@ class CatalogueProvider(HttpJson):
     @classmethod
     def service(cls, settings: AccountSettings) -> str:
         return cls.entry.service
+
+    def not_found(self, request: RequestSettings) -> str:
+        """A 404 is nearly always a `base_url` that is more than the host (the base URL an
+        OpenAI-style client takes, `.../api/v1`): say what was asked and what to write."""
+        asked = urllib.parse.urlsplit(request.url).path or "/"
+        given = self.settings.base_url
+        if given is None:
+            return (
+                f"HTTP 404 for {asked} at {self.entry.base_url}: the service no longer "
+                "answers there"
+            )
+        parts = urllib.parse.urlsplit(given)
+        if parts.path.rstrip("/"):
+            host = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+            return (
+                f"HTTP 404 for {asked}: base_url is the service's host only ({host}); "
+                f"the path {asked.removeprefix(parts.path.rstrip('/'))} is added to it"
+            )
+        return f"HTTP 404 for {asked}: is base_url ({given}) the service's host? {asked} is added to it"
 
     @classmethod
     def top_up_url_of(cls, settings: AccountSettings) -> str | None:

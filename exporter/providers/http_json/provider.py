@@ -41,6 +41,8 @@ from exporter.upstream import AccountHttp, Answer
 
 # A plain-text balance answer is a line; a longer body is a page that is not the answer.
 MAX_TEXT_CHARS = 64 * 1024
+# Not the service refusing: the URL names nothing there (a base_url with a path, a wrong host).
+NOT_FOUND = 404
 # A token is sent in a header: printable ASCII, no line break or other control character.
 _TOKEN_VALUE_RE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 # Tokens are a few hundred bytes (a JWT a few KiB); the login answer may be a MiB.
@@ -167,7 +169,13 @@ class HttpJson(Provider):
         if answer.status in self._refused_unread:
             raise self._status_error(answer)
         if not self._ok(answer.status):
-            raise _refusal(answer, self._error, self._error_reasons, self._document, "")
+            # A text answer's `error` reads any text: a 404 says nothing of the service there.
+            text_404 = self._pattern is not None and answer.status == NOT_FOUND
+            read = None if text_404 else self._error
+            refused = _refusal(answer, read, self._error_reasons, self._document, "")
+            if answer.status == NOT_FOUND and refused.reason is Reason.HTTP:
+                raise CollectError(Reason.HTTP, self.not_found(self.config.request))
+            raise refused
         document = self._document(answer)
         budget = Budget()
         if self._error is not None:
@@ -228,10 +236,13 @@ class HttpJson(Provider):
         if not answer.ok:
             if self._login_error is None or answer.status in self._refused_unread:
                 error = self._status_error(answer)
-                raise CollectError(error.reason, f"login: {error.cause}")
-            raise _refusal(
-                answer, self._login_error, self._login_error_reasons, Answer.json, "login: "
-            )
+            else:
+                error = _refusal(
+                    answer, self._login_error, self._login_error_reasons, Answer.json, ""
+                )
+            if answer.status == NOT_FOUND and error.reason is Reason.HTTP:
+                error = CollectError(Reason.HTTP, self.not_found(login.request))
+            raise CollectError(error.reason, f"login: {error.cause}")
         document = answer.json()
         budget = Budget()
         if self._login_error is not None:
@@ -251,6 +262,12 @@ class HttpJson(Provider):
         self._token = token
         self._token_expires = now + lifetime - min(TOKEN_RENEW_MARGIN, lifetime / 10)
         return token
+
+    def not_found(self, request: RequestSettings) -> str:
+        """Why a 404 is the config's: the path the request asked, never with a secret in it
+        (placeholders stay as written)."""
+        path = urllib.parse.urlsplit(request.url).path or "/"
+        return f"HTTP 404 for {path}: the host has no such path; check the url"
 
     def _drop_token(self) -> None:
         if self._token is not None:
@@ -273,6 +290,10 @@ class HttpJson(Provider):
         """The answer as the document `values` and `error` read."""
         if self._pattern is None:
             return answer.json()
+        if answer.is_html:
+            # A web page where a text answer was expected: another host, or a proxy's page,
+            # never the service speaking (its `error` would read the page as its error).
+            raise CollectError(Reason.INVALID_RESPONSE, f"HTTP {answer.status} body is HTML")
         try:
             text = answer.body.decode("utf-8").strip()
         except UnicodeDecodeError:
@@ -354,7 +375,8 @@ def _refusal(
 
     The balance call's and the login's answers each have their own `error` and reasons, and
     their own reading (a login's answer is JSON whatever `response` says)."""
-    if error is not None and 400 <= answer.status < 500:
+    # An HTML page is a web server's or a proxy's, not the service's answer: never its error.
+    if error is not None and 400 <= answer.status < 500 and not answer.is_html:
         try:
             flagged = search(error, document(answer), "error", Budget(), answer.headers)
         except CollectError:
