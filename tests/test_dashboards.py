@@ -203,3 +203,18 @@ def test_the_accounts_table_shows_each_balance_with_its_currency() -> None:
         for name in re.findall(r"provider_account:[a-z_:0-9]+", target["expr"]):
             if "currency" in target["expr"] or "hours_until_empty" in name:
                 assert "all_currencies" in name + recorded[name], (name, recorded[name])
+
+
+def test_the_docs_name_exactly_the_panels_that_need_the_recording_rules() -> None:
+    text = " ".join((ROOT / "docs" / "alerts.md").read_text().split())
+    needing = re.search(r"Most panels need the recording rules above .*?: (.*?)\. Those", text)
+    without = re.search(r"work without the rules: (.*?) \(per scrape target", text)
+    assert needing, "docs/alerts.md no longer lists the panels that need the rules"
+    assert without, "docs/alerts.md no longer lists the panels that work without the rules"
+
+    def titles(listing: str) -> set[str]:
+        return set(re.findall(r"\*([^*]+)\*", listing))
+
+    recorded = {title for title, expr in panel_queries() if "provider_account:" in expr}
+    assert titles(needing.group(1)) == recorded
+    assert titles(without.group(1)) == {p["title"] for p in panels()} - recorded
