@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import platform
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -430,11 +431,76 @@ _NAMES_UNCHANGED = frozenset({"underscores", "allow-utf-8"})
 _EOF = b"# EOF\n"
 
 
+# Names prometheus_client writes as they are under the escapings of _NAMES_UNCHANGED.
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# The sample name of each plain type, and its type in the Prometheus 0.0.4 text format.
+_PLAIN_TYPES = {
+    "gauge": ("", "gauge"),
+    "counter": ("_total", "counter"),
+    "info": ("_info", "gauge"),
+}
+
+
+def plain_exposition(metrics: Iterable[Metric], openmetrics: bool) -> str | None:
+    """Families of gauges, counters and infos whose samples are plain (no `_created`, unit,
+    timestamp or exemplar) written as prometheus_client writes them; None if any is not.
+
+    The exporter's own and the process, platform and garbage collector series are such
+    families. prometheus_client's writers check every name against the rules for UTF-8
+    names, which costs about as much as the rest of a small scrape: at ten accounts, a
+    fifth of its CPU.
+    """
+    out: list[str] = []
+    for metric in metrics:
+        plain = _PLAIN_TYPES.get(metric.type)
+        if plain is None or metric.unit or not _METRIC_NAME.fullmatch(metric.name):
+            return None
+        suffix, text_type = plain
+        sample_name = metric.name + suffix
+        if openmetrics:
+            help_text = _escape_value(metric.documentation)
+            out.append(f"# HELP {metric.name} {help_text}\n# TYPE {metric.name} {metric.type}\n")
+        else:
+            help_text = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+            out.append(f"# HELP {sample_name} {help_text}\n# TYPE {sample_name} {text_type}\n")
+        for sample in metric.samples:
+            if (
+                sample.name != sample_name
+                or sample.timestamp is not None
+                or sample.exemplar is not None
+                or getattr(sample, "native_histogram", None) is not None
+            ):
+                return None
+            if sample.labels:
+                if not all(_LABEL_NAME.fullmatch(name) for name in sample.labels):
+                    return None
+                pairs = ",".join(
+                    f'{name}="{_escape_value(value)}"'
+                    for name, value in sorted(sample.labels.items())
+                )
+                out.append(f"{sample_name}{{{pairs}}} {_value(sample.value)}")
+            else:
+                out.append(f"{sample_name} {_value(sample.value)}")
+    return "".join(out)
+
+
+class _Collected(Collector):
+    """Metrics already collected, for prometheus_client to write."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._metrics)
+
+
 def render(collectors: Iterable[Collector], accept: str | None) -> tuple[bytes, str]:
     """Exposition of the collectors in the format the scraper asked for, and its content type.
 
-    Account collectors write their own text (`AccountCollector.exposition`); the rest go
-    through prometheus_client, in the order given.
+    Account collectors write their own text (`AccountCollector.exposition`), plain families
+    are written by `plain_exposition`; the rest go through prometheus_client, in the order
+    given.
     """
     encoder, content_type = choose_encoder(accept or "")
     openmetrics = content_type.startswith("application/openmetrics-text")
@@ -454,11 +520,19 @@ def render(collectors: Iterable[Collector], accept: str | None) -> tuple[bytes, 
         parts.append(body.removesuffix(_EOF) if openmetrics else body)
 
     for collector in collectors:
-        if fast and isinstance(collector, AccountCollector):
+        if not fast:
+            pending.append(collector)
+        elif isinstance(collector, AccountCollector):
             flush()
             parts.append(collector.exposition(openmetrics).encode())
         else:
-            pending.append(collector)
+            metrics = list(collector.collect())
+            text = plain_exposition(metrics, openmetrics)
+            if text is None:
+                pending.append(_Collected(metrics))
+            else:
+                flush()
+                parts.append(text.encode())
     flush()
     if openmetrics:
         parts.append(_EOF)

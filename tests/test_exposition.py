@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+)
+from prometheus_client.core import CounterMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
@@ -183,6 +190,16 @@ ACCEPT_HEADERS = [
 ]
 
 
+class Frozen(Collector):
+    """Metrics collected once, the same to every writer."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._metrics)
+
+
 def awkward_labels(simulator: Simulator) -> list[dict[str, object]]:
     """Label values with a quote, a backslash and non-ASCII text, which need escaping."""
     simulator.add(
@@ -261,10 +278,24 @@ async def test_own_renderer_writes_what_prometheus_client_writes(
     assert len(snapshots) == 14
     assert {s.currency for s in snapshots[-2:]} == {"RUB", "EUR"}
     reload_status = ReloadStatus(True, time.time())
+    # The runtime series as one collection of them, so both writers see the same values; a
+    # summary and a counter with `_created`, which only prometheus_client writes.
+    runtime = [
+        metric
+        for c in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR)
+        for metric in c.collect()
+    ]
+    summary = SummaryMetricFamily("bench_seconds", "A summary.", count_value=3, sum_value=1.5)
+    created = CounterMetricFamily("made", 'A counter\\with "help".', labels=["kind"])
+    created.add_metric(["a\nb"], 2.0, created=1_700_000_000.0)
     for chosen in ([], snapshots[:1], snapshots):
         collectors: list[Collector] = [
             AccountCollector(chosen),
             ExporterCollector(lambda: reload_status),
+            Frozen(runtime),
+            Frozen([summary]),
+            Frozen([created]),
+            Frozen(runtime),  # after those, in the order given
         ]
         body, content_type = render(collectors, accept)
         registry = CollectorRegistry(auto_describe=False)
