@@ -22,7 +22,8 @@ arriving. Here:
   without a request (aiohttp's keep-alive timer, which also ends a later head that is still
   arriving);
 - request heads are limited to what Prometheus, a browser and curl send, far below aiohttp's
-  defaults.
+  defaults, and heads still arriving hold `UNFINISHED_HEADS_BUDGET` bytes in all, across
+  connections: past it, the head begun longest ago is cut off.
 
 The connection cap stays below the process's file descriptor limit, whose soft value is
 raised to the hard one at start-up: past that limit, accept() fails and nothing is served.
@@ -40,13 +41,17 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_READ_HEADER_TIMEOUT = 10.0
@@ -59,6 +64,21 @@ DEFAULT_WRITE_TIMEOUT = 10.0
 MAX_LINE_SIZE = 4096
 MAX_FIELD_SIZE = 4096
 MAX_HEADERS = 32
+# A whole request head, as Node.js allows (aiohttp sets none): 32 lines of 4 KiB would be
+# 128 KiB, which the parser holds twice over (bytes and text) until the head is done.
+MAX_HEAD_SIZE = 16 * 1024
+# Unfinished heads of all connections together; past it, the oldest are cut off. A head
+# costs its parser about twice its size: 8 MiB at most for this, whatever the cap.
+UNFINISHED_HEADS_BUDGET = 4 << 20
+HEAD_END = b"\r\n\r\n"
+HEAD_TOO_LARGE_TEXT = b"request head too large\n"
+HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Connection: close\r\n"
+    b"\r\n%s"
+) % (len(HEAD_TOO_LARGE_TEXT), HEAD_TOO_LARGE_TEXT)
 # Descriptors the process needs beside client connections: log, config and key files,
 # listening sockets, the event loop's own, the demo's in-process simulator (both ends of
 # each of its connections); upstream connections are counted apart.
@@ -140,6 +160,9 @@ class Connection(web.RequestHandler):
         self.passed_checks = False
         # The accepted socket, until the connection is made (after its TLS handshake).
         self.accepted: socket.socket | None = None
+        # Bytes received since the end of the last whole head, outside request bodies.
+        self.unfinished_head = 0
+        self._last_body: StreamReader | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -220,6 +243,42 @@ class Connection(web.RequestHandler):
                     error.__traceback__ = None
             self._cancel_head_deadline()
             self._limited.busy(self)
+        if self._force_close or self._close:
+            return
+        self._count_unfinished_head(data, self._request_count != heads)
+        if self.unfinished_head > MAX_HEAD_SIZE:
+            self._head_too_large()
+
+    def _count_unfinished_head(self, data: bytes, heads_ended: bool) -> None:
+        """What is held of a head still arriving, from the bytes around it: aiohttp's parser
+        tells neither where a head ended nor how much of the next it holds."""
+        if heads_ended:
+            last, self._last_body = self._messages[-1] if self._messages else (None, None)
+            end = data.rfind(HEAD_END)
+            if hasattr(last, "exc"):
+                # A request aiohttp could not parse: it answers 400 and reads no further.
+                unfinished = 0
+            elif end >= 0:
+                unfinished = len(data) - end - len(HEAD_END)
+            else:
+                # The end of the head straddled two reads (or this is aiohttp reparsing what
+                # it had put aside): all of this read may be the next head.
+                unfinished = len(data) or self.unfinished_head
+        else:
+            unfinished = self.unfinished_head + len(data)
+        if self._last_body is not None and not self._last_body.is_eof():
+            unfinished = 0  # in a request body: any next head starts after it
+        self.unfinished_head = unfinished
+        self._limited.unfinished_head(self, unfinished)
+
+    def _head_too_large(self) -> None:
+        log.debug("closing a connection whose request head is too large")
+        if self._request_in_progress or self._messages or self.transport is None:
+            # Behind a request still being answered: no room for an answer of its own.
+            self.cut_off()
+            return
+        self.transport.write(HEAD_TOO_LARGE)
+        self.force_close()
 
     def _cancel_head_deadline(self) -> None:
         if self._head_deadline is not None:
@@ -268,6 +327,11 @@ class LimitedServer(web.Server):
         self._stalled: dict[Connection, None] = {}
         self._busy_unchecked: dict[Connection, None] = {}
         self._idle_checked: dict[Connection, None] = {}
+        # Bytes held of heads still arriving, in the order the heads began: the oldest is cut
+        # off first when they hold too much together, and Prometheus's, sent whole in a
+        # moment, is never the oldest.
+        self._unfinished_heads: dict[Connection, int] = {}
+        self.unfinished_head_bytes = 0
         self._refusals = RateLimitedLog("refusing connections: all busy", ACCEPT_ERROR_LOG_INTERVAL)
 
     def __call__(self) -> Connection:
@@ -335,12 +399,42 @@ class LimitedServer(web.Server):
     def moving(self, connection: Connection) -> None:
         self._stalled.pop(connection, None)
 
+    def unfinished_head(self, connection: Connection, size: int) -> None:
+        """Take note of what a connection now holds of a head still arriving."""
+        if connection not in self._open:
+            return
+        self.unfinished_head_bytes += size - self._unfinished_heads.get(connection, 0)
+        if size:
+            self._unfinished_heads[connection] = size  # a head already there keeps its place
+        else:
+            self._unfinished_heads.pop(connection, None)
+        while self.unfinished_head_bytes > UNFINISHED_HEADS_BUDGET:
+            oldest = next(iter(self._unfinished_heads))
+            log.debug("cutting off the oldest unfinished request head: too much held in all")
+            self.forget(oldest)
+            oldest.cut_off()
+
     def forget(self, connection: Connection) -> None:
+        self.unfinished_head_bytes -= self._unfinished_heads.pop(connection, 0)
         self._open.discard(connection)
         self._idle_unchecked.pop(connection, None)
         self._stalled.pop(connection, None)
         self._busy_unchecked.pop(connection, None)
         self._idle_checked.pop(connection, None)
+
+
+@web.middleware
+async def limit_head_size(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A head that came whole but over `MAX_HEAD_SIZE` is refused as one still arriving
+    would be (`Connection._head_too_large`), before any check spends time on it."""
+    size = len(request.raw_path) + sum(
+        len(name) + len(value) for name, value in request.raw_headers
+    )
+    if size > MAX_HEAD_SIZE:
+        response = web.Response(status=431, body=HEAD_TOO_LARGE_TEXT, content_type="text/plain")
+        response.force_close()
+        return response
+    return await handler(request)
 
 
 def mark_passed_checks(request: web.BaseRequest) -> None:

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from exporter import debug
 from exporter.auth import Guard, GuardHolder
-from exporter.connections import mark_passed_checks
+from exporter.connections import limit_head_size, mark_passed_checks
 from exporter.engine import Engine, Snapshot
 from exporter.landing import ReloadFailure, landing_page
 from exporter.metrics import AccountCollector, ExporterCollector, ReloadStatus, render
@@ -51,7 +51,7 @@ class Exporter:
         # Every endpoint, unknown paths included, is behind the guard when a web config is set.
         self.guard = GuardHolder(Guard(web_config)) if web_config is not None else None
         checks = [self.guard.middleware] if self.guard is not None else []
-        middlewares = [*checks, _passed_checks, *middlewares]
+        middlewares = [limit_head_size, *checks, _passed_checks, *middlewares]
         self.reloader = Reloader(engine, self.guard, loader=loader, web_loader=web_loader)
         self._max_requests = max_requests
         self._active_scrapes = 0

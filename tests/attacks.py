@@ -10,11 +10,16 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 # As an attacker would send it: a request head that never ends, of headers just under
 # aiohttp's own limit (8190 bytes), 120 of them (under its 128): about 1 MiB a connection.
 BIG_HEADER = b"X-Padding: " + b"v" * 7980 + b"\r\n"
 UNFINISHED_HEAD = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + BIG_HEADER * 120
+# The same within the exporter's own limits on a head (4 KiB a line, 32 lines): 124 KB.
+UNFINISHED_HEAD_OF_ALLOWED_LINES = (
+    b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + (b"X-Padding: " + b"v" * 3987 + b"\r\n") * 31
+)
 
 
 def basic(user: str, password: str) -> str:
@@ -55,10 +60,28 @@ def connect(port: int, count: int, payload: bytes = b"") -> list[socket.socket]:
     return sockets
 
 
+def connect_watching_memory(
+    port: int, count: int, payload: bytes, rss_bytes: Callable[[], int]
+) -> tuple[list[socket.socket], int]:
+    """`connect(port, count, payload)`, and the highest of `rss_bytes()` meanwhile."""
+    peak = rss_bytes()
+    sockets = []
+    for done in range(count):
+        sockets += connect(port, 1, payload)
+        if done % 25 == 0:
+            peak = max(peak, rss_bytes())
+    for _ in range(5):
+        time.sleep(0.1)
+        peak = max(peak, rss_bytes())
+    return sockets, peak
+
+
 def closed_by_server(sock: socket.socket) -> bool:
     # Nothing is sent to an idle connection but its end (or a refusal before it).
-    readable, _, _ = select.select([sock], [], [], 0)
-    return bool(readable)
+    # poll, not select: select() takes no descriptor numbered past 1023.
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def close_all(sockets: list[socket.socket]) -> None:

@@ -31,10 +31,12 @@ from exporter.demo import SimAccount, Simulator
 from exporter.http import Exporter
 from tests.attacks import (
     UNFINISHED_HEAD,
+    UNFINISHED_HEAD_OF_ALLOWED_LINES,
     PipelineFlood,
     close_all,
     closed_by_server,
     connect,
+    connect_watching_memory,
     http_get,
     http_status,
     password_flood,
@@ -618,6 +620,76 @@ def test_unfinished_request_heads_cannot_exhaust_memory() -> None:
     # Bad requests are the client's problem: no traceback, no error line for each.
     assert "Traceback" not in log
     assert "Error handling request" not in log
+
+
+def test_unfinished_heads_within_the_line_limits_are_bounded_in_memory() -> None:
+    raise_file_limit()
+    with ExporterProcess("--demo") as exporter:
+        time.sleep(1)  # the demo's first collection, done before the figures are taken
+        before = exporter.rss_bytes()
+        sockets, peak = connect_watching_memory(
+            exporter.port, 1000, UNFINISHED_HEAD_OF_ALLOWED_LINES, exporter.rss_bytes
+        )
+        try:
+            status = http_status(exporter.port, "/-/healthy")
+        finally:
+            close_all(sockets)
+        log = exporter.log()
+    print(
+        f"\n1000 unfinished heads of 31 lines of 4 KB: RSS {before / 2**20:.1f} MiB before, "
+        f"{peak / 2**20:.1f} MiB at the peak"
+    )
+    assert status == 200
+    # 124 KB a head, and up to 512 connections: 60 MiB of headers, twice that in memory,
+    # without a bound on heads in all.
+    assert peak - before < 24 << 20
+    assert "Traceback" not in log
+
+
+def test_a_request_head_over_16_kib_is_refused_and_ordinary_ones_pass() -> None:
+    cookie = "Cookie: " + "c" * 3990 + "\r\n"  # a browser's, for other sites on localhost
+    with ExporterProcess("--demo") as exporter:
+        answers = []
+        for cookies in (3, 5):
+            sock = socket.create_connection(("127.0.0.1", exporter.port), timeout=10)
+            sock.sendall(f"GET /-/healthy HTTP/1.1\r\nHost: x\r\n{cookie * cookies}\r\n".encode())
+            answers.append(sock.recv(40))
+            sock.close()
+        # Pipelined requests are no head too large, however many arrive at once.
+        sock = socket.create_connection(("127.0.0.1", exporter.port), timeout=10)
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n" * 1000)
+        received = b""
+        while received.count(b"HTTP/1.1 200") < 1000:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        sock.close()
+    assert answers[0].startswith(b"HTTP/1.1 200")
+    assert answers[1].startswith(b"HTTP/1.1 431")
+    assert received.count(b"HTTP/1.1 200") == 1000
+
+
+def test_unfinished_heads_are_bounded_in_all_whatever_the_connection_cap() -> None:
+    raise_file_limit()
+    with ExporterProcess("--demo", "--web.max-connections", "3000") as exporter:
+        time.sleep(1)  # the demo's first collection, done before the figures are taken
+        before = exporter.rss_bytes()
+        # Heads of 12 KB each, under the limit on one head: 24 MB in all.
+        head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + (b"X: " + b"v" * 3995 + b"\r\n") * 3
+        sockets, peak = connect_watching_memory(exporter.port, 2000, head, exporter.rss_bytes)
+        try:
+            status = http_status(exporter.port, "/-/healthy")
+            cut_off = sum(closed_by_server(sock) for sock in sockets)
+        finally:
+            close_all(sockets)
+    print(
+        f"\n2000 unfinished heads of 12 KB: RSS {before / 2**20:.1f} MiB before, "
+        f"{peak / 2**20:.1f} MiB at the peak; {cut_off} oldest cut off"
+    )
+    assert status == 200
+    assert peak - before < 24 << 20
+    assert cut_off > 1000
 
 
 def test_a_request_head_must_arrive_in_time() -> None:
