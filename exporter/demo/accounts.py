@@ -25,7 +25,13 @@ from exporter.providers.catalogue import CatalogueProvider
 DEMO_SOURCE = "<demo>"
 # Ocean.io accounts reuse an answer for 15 minutes unless they set their own cache_ttl, to
 # spare the real service's request limits; the simulator has none, and the demo should move.
-OCEAN_DEMO_SETTINGS: dict[str, Any] = {"cache_ttl": "5s"}
+OCEAN_DEMO_SETTINGS: dict[str, Any] = {
+    "cache_ttl": "5s",
+    # All pools of a credit type together, and the day's requests: thresholds of their own.
+    "low_credits": {"standard": 2000},
+    "low_daily_limit": 500,
+    "labels": {"team": "growth"},
+}
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ def demo_accounts() -> list[DemoAccount]:
             {
                 "low_balance_usd": 10,
                 "spending_stats": {"queues": ["Recaptcha Proxyless", "ImageToText"]},
+                "labels": {"team": "scraping"},
             },
         ),
         DemoAccount(
