@@ -190,10 +190,15 @@ async def test_reload_keeps_cache_when_only_the_threshold_changes(
         clock,
     )
     await engine.collect()
-    engine.apply(config_of(simulator, one(simulator, "vastcap", "k-keep", low_balance_usd=2)))
+    # Thresholds, labels and the page to pay on change nothing the upstream is asked.
+    more = {"labels": {"team": "growth"}, "top_up_url": "https://pay.example.com/vast"}
+    changed = one(simulator, "vastcap", "k-keep", low_balance_usd=2, **more)
+    engine.apply(config_of(simulator, changed))
     [snapshot] = await engine.collect()
     assert simulator.calls[("vastcap", "k-keep")] == 1
     assert snapshot.account.low_balance_usd == 2
+    assert snapshot.account.labels == (("team", "growth"),)
+    assert snapshot.account.top_up_url == "https://pay.example.com/vast"
 
 
 def waiting(engine: Engine, name: str) -> int:
