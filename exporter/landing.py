@@ -1,11 +1,13 @@
 """The landing page (`/`): what a person opening the exporter in a browser needs to see.
 
-Each account's balance, credits and daily limit from its last successful collection, with how
-old they are, its status and its last error; and, above everything, whether the running config
-is older than a failed reload. The page asks no provider: it shows what the collections (the
-one at start-up, then every scrape) left behind. It is plain HTML, no script; every value on it
-is escaped, and it never shows a key: the reload problems it lists are the redacted ones that
-the log and the answer to `POST /-/reload` carry.
+A summary line, then each account, those that need someone first: its balance, credits and
+daily limit from its last successful collection, with how old they are (a down account's
+marked stale), what each is below when it is low (judged as the alerts judge it, by
+`exporter.status`) and where to top up, its status and its last error; and, above everything,
+whether the running config is older than a failed reload. The page asks no provider: it shows
+what the collections (the one at start-up, then every scrape) left behind. It is plain HTML,
+no script; every value on it is escaped, and it never shows a key: the reload problems it
+lists are the redacted ones that the log and the answer to `POST /-/reload` carry.
 """
 
 from __future__ import annotations
@@ -229,10 +231,6 @@ def _utc(timestamp: float) -> str:
 
 def _text(value: str) -> str:
     return html.escape(value, quote=True)
-
-
-def _lines(lines: list[str]) -> str:
-    return "<br>".join(_text(line) for line in lines)
 
 
 PAGE = """<!DOCTYPE html>
