@@ -531,10 +531,12 @@ accounts:
 
 
 def test_every_built_in_service_knows_where_to_pay() -> None:
+    documented = (Path(__file__).parent.parent / "docs" / "providers.md").read_text()
     for name, provider in BUILT_IN.items():
         if name != "http_json":
             assert provider.top_up_url is not None, name
             assert provider.top_up_url.startswith("https://"), name
+            assert f"| `{name}` | {provider.top_up_url}" in documented, name
 
 
 def test_more_than_sixteen_labels_are_refused() -> None:
