@@ -32,6 +32,7 @@ from exporter import logs
 from exporter.config import Account, Config
 from exporter.debug import TRACE, Trace
 from exporter.model import CollectError, Reading, Reason
+from exporter.settings import human_duration
 from exporter.status import Peaks
 from exporter.upstream import DEFAULT_RETRY_AFTER, Upstream
 
@@ -294,7 +295,8 @@ class AccountState:
         self.not_before = max(interval_end, outcome.finished_at + wait)
         fields = self._log_fields(reason=error.reason.value, cause=error.cause)
         if wait:
-            fields["retry_in"] = f"{wait:.0f}s"
+            # As the landing page and --collect.once write a length of time.
+            fields["retry_in"] = human_duration(wait)
         log.warning("collection failed", extra=fields)
 
     def _log_fields(self, **more: str) -> dict[str, str]:

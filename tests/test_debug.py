@@ -297,3 +297,15 @@ async def test_the_landing_page_links_the_debug_output_of_an_account_that_is_dow
     echo.status = 200
     await client.get("/probe", params={"account": "acct"})
     assert "debug=true" not in await (await client.get("/")).text()
+
+
+async def test_the_back_off_is_logged_as_the_landing_page_writes_it(
+    echo: Echo, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    echo.status = 401
+    config = build_config(
+        {"accounts": [settings(echo, CANARY, "header")]}, source="test", environ={}
+    )
+    await Engine(config, upstream).collect()
+    [record] = [r for r in caplog.records if r.getMessage() == "collection failed"]
+    assert record.__dict__["retry_in"] == "1 min"

@@ -199,17 +199,47 @@ def test_the_config_reads_its_keys_from_the_mounted_secret(
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    # The documented command creates the Secret the Deployment mounts, with every key it needs.
-    [create] = [
-        shlex.split(c)
-        for c in shell_commands(readme_section("## Kubernetes"))
-        if c.startswith("kubectl create secret generic")
-    ]
-    assert create[4] == keys_volume["secret"]["secretName"]
-    created = {
-        a.removeprefix("--from-file=").split("=")[0] for a in create if a.startswith("--from-file=")
-    }
-    assert created == key_names
+    # The documented commands create the Secret the Deployment mounts, with every key it
+    # needs: in the current namespace for the base, in the overlay's for the overlay.
+    creates = secret_commands("apibalance-exporter-keys")
+    assert [namespace for namespace, _ in creates] == [None, overlay_namespace()]
+    for _, create in creates:
+        created = {
+            a.removeprefix("--from-file=").split("=")[0]
+            for a in create
+            if a.startswith("--from-file=")
+        }
+        assert created == key_names
+    assert keys_volume["secret"]["secretName"] == "apibalance-exporter-keys"
+
+
+def secret_commands(name: str) -> list[tuple[str | None, list[str]]]:
+    """The documented `kubectl [-n NS] create secret generic NAME ...`, as (NS, words)."""
+    found = []
+    for command in shell_commands(readme_section("## Kubernetes")):
+        words = shlex.split(command)
+        namespace = None
+        if words[1:2] == ["-n"]:
+            namespace, words = words[2], [words[0], *words[3:]]
+        if words[:5] == ["kubectl", "create", "secret", "generic", name]:
+            found.append((namespace, words))
+    return found
+
+
+def overlay_namespace() -> str:
+    [block] = [b for b in yaml_blocks(readme_section("## Kubernetes")) if "Kustomization" in b]
+    namespace: str = yaml.safe_load(block)["namespace"]
+    return namespace
+
+
+def test_api_key_env_accounts_get_the_variables_of_the_documented_secret(
+    rendered: list[Object],
+) -> None:
+    [source] = container(rendered)["envFrom"]
+    assert source["secretRef"] == {"name": "apibalance-exporter-env", "optional": True}
+    [(namespace, create)] = secret_commands("apibalance-exporter-env")
+    assert namespace == overlay_namespace()
+    assert any(word.startswith("--from-env-file=") for word in create)
 
 
 def test_the_prometheus_rule_is_exactly_the_shipped_rules(rendered: list[Object]) -> None:

@@ -1,5 +1,5 @@
-"""The Python package as users get it (docs/deployment.md, "Install with pipx"): `python -m build` makes an
-sdist and a wheel that pass `twine check`; the wheel carries every file of the package and,
+"""The Python package as users get it (docs/deployment.md, "Install with pipx"):
+`.venv/bin/pyproject-build` makes an sdist and a wheel that pass `twine check`; the wheel carries every file of the package and,
 installed into a fresh venv, runs the demo; `pipx install .` installs the console script."""
 
 from __future__ import annotations
@@ -25,10 +25,14 @@ pytestmark = pytest.mark.integration
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = copy_checkout(tmp_path_factory.mktemp("source"))
     out = tmp_path_factory.mktemp("dist")
+    # As `pipx install .` leaves it: a build/ folder, which would shadow the module of
+    # `python -m build` run here; the documented command is the tool's own script.
+    (source / "build").mkdir(exist_ok=True)
     # Without flags build makes the sdist, then the wheel from the unpacked sdist: a file the
     # sdist forgets is missing from the wheel too.
     result = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(out), str(source)],
+        [str(Path(sys.executable).parent / "pyproject-build"), "--outdir", str(out)],
+        cwd=source,
         capture_output=True,
         text=True,
         check=False,

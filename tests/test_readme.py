@@ -34,6 +34,7 @@ from tests.helpers import (
     free_port,
     readme_section,
     readme_text,
+    readme_yaml,
 )
 
 ROOT = README.parent
@@ -151,6 +152,10 @@ def python_problem(args: list[str], in_venv: bool) -> str | None:
     """What keeps `python ARGS` from running: a module or script that is not there."""
     if "-m" in args[:-1]:
         module = args[args.index("-m") + 1]
+        if module.split(".")[0] in ignored_folders():
+            # `python -m` looks in the current directory first: a build/ left by
+            # `pipx install .` is imported instead of the build tool.
+            return f"a {module.split('.')[0]}/ folder in the checkout would shadow the module"
         if not in_venv and module.split(".")[0] not in sys.stdlib_module_names:
             return f"the system python has no {module}: write {VENV_BIN}python"
         if importlib.util.find_spec(module) is None:
@@ -165,6 +170,12 @@ def python_problem(args: list[str], in_venv: bool) -> str | None:
     if scripts and not (ROOT / scripts[0]).is_file():
         return f"no script {scripts[0]}"
     return None
+
+
+def ignored_folders() -> set[str]:
+    """Top-level folders that tools leave in the checkout (.gitignore's `/name/` lines)."""
+    lines = (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+    return {m[1] for line in lines if (m := re.fullmatch(r"/([\w.-]+)/", line.strip()))}
 
 
 def exporter_problem(args: list[str]) -> str | None:
@@ -264,6 +275,7 @@ def test_readme_commands_run_as_written_after_setup() -> None:
         (".venv/bin/apibalance-exporter --config.chek x", "refuses these arguments"),
         ("promtool check rules alerts/rulez/*.yml", "no such path alerts/rulez/*.yml"),
         ("wget http://localhost:9877/", "unknown program wget"),
+        (".venv/bin/python -m build", "build/ folder in the checkout would shadow"),
         ("sudo install -m 644 deploy/nothing.service /etc/", "no such path deploy/nothing.service"),
     ],
 )
@@ -475,3 +487,80 @@ def test_make_run_passes_args_and_shows_the_url() -> None:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+# -- commands run as written ------------------------------------------------------------
+
+# What the documentation shows that this test runs for real, in a directory holding a
+# config, a web config with its certificate, and the checkout's .venv. The rest is checked
+# above (the program exists, the flags parse, the paths are there), and runs elsewhere:
+# `make run` in test_make_run_passes_args_and_shows_the_url, `make bench ARGS=--quick` in
+# tests/test_bench_smoke.py, the docker and kubectl lines in tests/test_image.py and
+# tests/test_kubernetes.py, `pipx install .` in tests/test_packaging.py, promtool and amtool in
+# tests/test_alerts.py and tests/test_deploy.py; `make test` is this very suite; servers
+# (the exporter without --config.check) and `curl` need a running exporter; `sudo` ones
+# install into the system.
+RUN_HERE = re.compile(r"^(?:\w+=\S+ )*\.venv/bin/apibalance-exporter .*--config\.check\b")
+BCRYPT_ONE_LINER = ".venv/bin/python -c 'import bcrypt"
+
+
+def sandbox(tmp_path: Path) -> Path:
+    """A directory as a user's: apibalance.yml, web.yml (the documented one) and .venv."""
+    import trustme
+    import yaml
+
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    config = {"accounts": [{"name": "main", "provider": "twocaptcha", "api_key": "k-0123456789"}]}
+    (tmp_path / "apibalance.yml").write_text(yaml.safe_dump(config))
+    (tmp_path / "apibalance.yml").chmod(0o600)
+    [web] = [b for b in readme_yaml("# Security") if "tls_server_config" in b]
+    (tmp_path / "web.yml").write_text(web)
+    cert = trustme.CA().issue_cert("localhost")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    return tmp_path
+
+
+@pytest.mark.integration  # the exporter, started once per command
+def test_the_config_checks_shown_run_as_written(tmp_path: Path) -> None:
+    if not (ROOT / ".venv" / "bin" / "apibalance-exporter").exists():
+        pytest.skip("no .venv: run the tests through make test")
+    here = sandbox(tmp_path)
+    commands = [c for c in readme_commands() if RUN_HERE.match(c.text)]
+    assert len(commands) >= 4  # the README's, the web config's, the expand-env one ...
+    for command in commands:
+        text = command.text.split("   #")[0]
+        result = subprocess.run(
+            ["bash", "-c", text], cwd=here, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, f"{command}:\n{result.stdout}{result.stderr}"
+
+
+def test_the_bcrypt_one_liner_makes_a_hash_the_web_config_takes() -> None:
+    import bcrypt
+
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv: run the tests through make test")
+    [command] = [c for c in readme_commands() if c.text.startswith(BCRYPT_ONE_LINER)]
+    result = subprocess.run(
+        ["bash", "-c", command.text],
+        cwd=ROOT,
+        input="s3cret-password\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    hashed = result.stdout.strip().splitlines()[-1]
+    assert hashed.startswith("$2b$10$")
+    assert bcrypt.checkpw(b"s3cret-password", hashed.encode())
+
+
+def test_the_grouping_the_docs_name_is_the_example_configs() -> None:
+    import yaml
+
+    config = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text(encoding="utf-8"))
+    labels = [f"`{label}`" for label in config["route"]["group_by"]]
+    said = f"groups by {', '.join(labels[:-1])} and {labels[-1]}"
+    text = " ".join((ROOT / "docs" / "alerts.md").read_text(encoding="utf-8").split())
+    assert said in text
