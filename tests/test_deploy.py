@@ -252,7 +252,8 @@ def test_the_build_context_installs_and_runs(tmp_path: Path) -> None:
 
 def test_readme_prometheus_examples_pass_promtool(tmp_path: Path) -> None:
     blocks = [b for b in readme_yaml() if "scrape_configs" in b]
-    assert len(blocks) == 3  # the quick start; behind TLS and basic auth; /probe
+    # The quick start; /probe; /probe shared out among replicas; behind TLS and basic auth.
+    assert len(blocks) == 4
     for index, block in enumerate(blocks):
         # Files a real setup has (a CA, a password file) are made here so promtool finds them.
         for path in re.findall(r"(?:ca_file|password_file): (\S+)", block):
