@@ -235,6 +235,12 @@ class AccountState:
         except TimeoutError:
             error = CollectError(Reason.TIMEOUT, f"no answer within {account.timeout:.3g}s")
         except CollectError as failure:
+            # Its traceback holds every frame the error passed through, the answer's body and
+            # what was read from it among their locals, in a cycle with this frame: only the
+            # garbage collector, which waits while a scrape does, would free them. A hostile
+            # upstream's megabyte answers would pile up until it ran.
+            failure.__traceback__ = None
+            failure.__context__ = None
             error = failure
         except Exception as bug:
             # A shape the provider code did not foresee. The type is enough to find it; the

@@ -129,6 +129,28 @@ def compression_bomb(
     )
 
 
+class HostileLogin:
+    """A login service that hands out the tokens it is told to, each living no time at all,
+    so that every collection logs in again; the balance call takes any token it issued."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+        self.issued: list[str] = []
+        self.app = web.Application()
+        self.app.router.add_post("/login", self.login)
+        self.app.router.add_get("/balance", self.balance)
+
+    async def login(self, request: web.Request) -> web.Response:
+        token = self.tokens[len(self.issued) % len(self.tokens)]
+        self.issued.append(token)
+        return web.json_response({"token": token, "expires_in": 0})
+
+    async def balance(self, request: web.Request) -> web.Response:
+        if request.headers.get("X-Token") not in self.issued:
+            return web.json_response({"error": "bad token"}, status=401)
+        return web.json_response({"balance": 1.0})
+
+
 def redirect(location: str, status: int = 302) -> Fault:
     """Send the client elsewhere (a well-behaved client with a key does not follow)."""
     return respond(status, b"", headers={"Location": location})

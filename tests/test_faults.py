@@ -10,6 +10,7 @@ string, and Twilio, whose second secret (a canary too) travels in the URL path a
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -24,13 +25,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from exporter import cli, logs, upstream
-from exporter.config import parse_config
+from exporter.config import build_config, parse_config
 from exporter.configfile import ConfigError
 from exporter.demo import Fault, SimAccount, Simulator, delay, respond
+from exporter.engine import Engine
 from exporter.model import Reason
 from exporter.providers import BUILT_IN
+from exporter.upstream import Upstream
 from tests.conftest import AiohttpClient, ExporterFactory
 from tests.faults import (
+    HostileLogin,
     compression_bomb,
     endless_body,
     hang,
@@ -537,28 +541,6 @@ async def test_promtool_accepts_the_exposition_during_every_fault_at_once(
     assert_promtool_accepts_metrics(body)
 
 
-class HostileLogin:
-    """A login service that hands out the tokens it is told to, each living no time at all,
-    so that every collection logs in again; the balance call takes any token it issued."""
-
-    def __init__(self, tokens: list[str]) -> None:
-        self.tokens = tokens
-        self.issued: list[str] = []
-        self.app = web.Application()
-        self.app.router.add_post("/login", self.login)
-        self.app.router.add_get("/balance", self.balance)
-
-    async def login(self, request: web.Request) -> web.Response:
-        token = self.tokens[len(self.issued) % len(self.tokens)]
-        self.issued.append(token)
-        return web.json_response({"token": token, "expires_in": 0})
-
-    async def balance(self, request: web.Request) -> web.Response:
-        if request.headers.get("X-Token") not in self.issued:
-            return web.json_response({"error": "bad token"}, status=401)
-        return web.json_response({"balance": 1.0})
-
-
 def login_account(base_url: str) -> dict[str, Any]:
     return {
         "name": "hostile",
@@ -632,6 +614,32 @@ async def test_a_replaced_login_token_is_forgotten_by_the_log(
             earlier = service.issued[-2]
             assert logs.redact(earlier) == earlier
     assert len(service.issued) == 40
+
+
+async def test_a_failed_collection_keeps_nothing_of_the_answer_until_the_gc_runs(
+    aiohttp_server: Any, upstream: Upstream
+) -> None:
+    """A refused 900 KB token: the error's traceback held the login's frames (the body, the
+    document, the token) in a cycle, which the garbage collector, paused while scrapes wait,
+    freed only now and then: 300 scrapes took RSS from 58 to 369 MiB."""
+    service = HostileLogin(["h" * 900_000])
+    server = await aiohttp_server(service.app)
+    config = build_config({"accounts": [login_account(str(server.make_url("")))]}, source="t")
+    engine = Engine(config, upstream)
+    [snapshot] = await engine.collect()
+    assert snapshot.outcome.reason is Reason.INVALID_RESPONSE
+    gc.collect()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for _ in range(10):
+            await engine.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert after - before < 4 << 20, after - before
 
 
 async def test_a_token_that_is_an_ordinary_word_blanks_no_log_line(

@@ -13,13 +13,15 @@ import statistics
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import bcrypt
 import pytest
+from aiohttp import web
 
 from exporter.connections import raise_file_limit
-from exporter.demo import NGINX_502, SimAccount, Simulator, delay, respond
+from exporter.demo import NGINX_502, Fault, SimAccount, Simulator, delay, respond
 from tests.attacks import (
     UNFINISHED_HEAD_OF_ALLOWED_LINES,
     PipelineFlood,
@@ -31,8 +33,8 @@ from tests.attacks import (
     password_flood,
 )
 from tests.conftest import ExporterFactory
-from tests.faults import disconnect, truncated_body
-from tests.helpers import ExporterProcess, account, samples
+from tests.faults import HostileLogin, compression_bomb, disconnect, truncated_body
+from tests.helpers import ExporterProcess, account, samples, value, write_config
 
 # 10,000 scrapes: the longest test of all, for the full run only.
 pytestmark = pytest.mark.integration
@@ -211,3 +213,157 @@ def test_a_scrape_gets_through_idle_slowloris_and_password_floods_at_once(tmp_pa
     # Heads held in all, pipelines bounded per connection: before those bounds, 57 MiB more.
     assert rss_peak - rss_before < 32 << 20
     assert "Traceback" not in log
+
+
+HOSTILE_SCRAPES = 300
+HEALTHY_PROVIDERS = ("capmonster", "datalabs", "vastcap", "decaptcha", "ocean")
+
+
+def hostile_accounts(simulator: Simulator, login_url: str) -> list[dict[str, Any]]:
+    """An upstream that attacks: a 1 GiB gzip bomb, a body built to make a regular expression
+    backtrack, two equal 450 KB subtrees compared 8,300 times, and 900 KB login tokens; plus
+    a login that hands out a new 8 KB token every collection, for the log redactor to forget."""
+
+    def json_account(name: str, fault: Fault | None, **settings: Any) -> dict[str, Any]:
+        key = f"hostile-{name}-key"
+        simulator.add("json", SimAccount(key, chaos=[] if fault is None else [(1.0, fault)]))
+        return {
+            "name": f"hostile-{name}",
+            "provider": "http_json",
+            "api_key": key,
+            "cache_ttl": "0s",
+            "request": {
+                "url": simulator.base_url("json") + "/v1/balance",
+                "headers": {"Authorization": "Bearer {api_key}"},
+            },
+            "values": {"balance_usd": "balance"},
+            **settings,
+        }
+
+    def login_account(name: str, path: str) -> dict[str, Any]:
+        return {
+            "name": f"hostile-{name}",
+            "provider": "http_json",
+            "api_key": f"hostile-{name}-key",
+            "cache_ttl": "0s",
+            "login": {
+                "request": {
+                    "url": login_url + path,
+                    "method": "POST",
+                    "json": {"key": "{api_key}"},
+                },
+                "token": "token",
+                "expires_in": "expires_in",
+            },
+            "request": {"url": login_url + "/balance", "headers": {"X-Token": "{token}"}},
+            "values": {"balance_usd": "balance"},
+        }
+
+    digits = respond(200, "9" * 65_000, content_type="text/plain")
+    subtree = [0] * 150_000
+    equal = respond(200, {"a": subtree, "b": subtree, "n": 1})
+    path = "a==b&&" * 166 + "n"
+    credits = [{"credit_type": f"c{i}", "pool": "one_time", "path": path} for i in range(50)]
+    return [
+        json_account("bomb", compression_bomb("gzip", inflated_mib=1024)),
+        json_account(
+            "regex", digits, response={"format": "text", "pattern": "(?P<balance>[0-9.]+) USD"}
+        ),
+        json_account("equality", equal, values={"credits": credits}),
+        login_account("huge-token", "/huge/login"),
+        login_account("new-token", "/rotating/login"),
+    ]
+
+
+async def test_a_hostile_upstream_leaves_the_healthy_accounts_alone(
+    simulator: Simulator, aiohttp_server: Any, tmp_path: Path
+) -> None:
+    huge = HostileLogin(["h" * 900_000])
+    rotating = HostileLogin([f"session-{i:05d}-" + "t" * 8000 for i in range(HOSTILE_SCRAPES * 2)])
+    logins = web.Application()
+    logins.add_subapp("/huge", huge.app)
+    logins.add_subapp("/rotating", rotating.app)
+    logins.router.add_get("/balance", rotating.balance)
+    login_server = await aiohttp_server(logins)
+    healthy = []
+    for index, provider in enumerate(HEALTHY_PROVIDERS):
+        key = f"healthy-{provider}-key"
+        simulator.add(provider, SimAccount(key, balance=10.0 + index))
+        healthy.append(account(f"healthy-{provider}", provider, key, simulator.base_url(provider)))
+    hostile = hostile_accounts(simulator, str(login_server.make_url("")).rstrip("/"))
+    config = write_config(tmp_path, {"accounts": healthy})
+
+    exporter = ExporterProcess("--config.file", str(config))
+    # Started in a thread: the simulator answers its start-up collection meanwhile.
+    await asyncio.to_thread(exporter.__enter__)
+    headers = {"X-Prometheus-Scrape-Timeout-Seconds": "5"}
+    loop = asyncio.get_running_loop()
+
+    async def scrape(session: aiohttp.ClientSession) -> tuple[float, dict[Any, float]]:
+        started = loop.time()
+        async with session.get(exporter.url + "/metrics", headers=headers) as response:
+            assert response.status == 200
+            text = await response.text()
+        found = samples(text)
+        for index, provider in enumerate(HEALTHY_PROVIDERS):
+            name = f"healthy-{provider}"
+            assert value(found, "apibalance_up", provider=provider, account=name) == 1.0
+            if provider != "ocean":
+                balance = value(found, "apibalance_balance_usd", provider=provider, account=name)
+                assert balance == 10.0 + index
+        return loop.time() - started, found
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            # The same healthy accounts alone first: what their scrapes cost undisturbed.
+            alone = sorted([(await scrape(session))[0] for _ in range(HOSTILE_SCRAPES // 3)])
+            write_config(tmp_path, {"accounts": [*healthy, *hostile]})
+            async with session.post(exporter.url + "/-/reload") as response:
+                assert response.status == 200
+            latencies: list[float] = []
+            rss: list[int] = []
+            for scraped in range(HOSTILE_SCRAPES):
+                seconds, found = await scrape(session)
+                latencies.append(seconds)
+                up = {
+                    a["name"]: value(
+                        found, "apibalance_up", provider="http_json", account=a["name"]
+                    )
+                    for a in hostile
+                }
+                assert up.pop("hostile-new-token") == 1.0
+                assert set(up.values()) == {0.0}, up
+                if scraped % 50 == 0 or scraped == HOSTILE_SCRAPES - 1:
+                    rss.append(exporter.rss_bytes())
+        log = exporter.log()
+    finally:
+        await asyncio.to_thread(exporter.__exit__)
+    latencies.sort()
+    median = statistics.median(latencies)
+
+    def percentile(seconds: list[float], share: float) -> str:
+        return f"{seconds[int(len(seconds) * share)] * 1000:.0f} ms"
+
+    print(
+        f"\nhostile soak: {HOSTILE_SCRAPES} scrapes of {len(healthy)} healthy accounts beside "
+        f"{len(hostile)} hostile ones (a 1 GiB gzip bomb, a backtracking body, 50x166 "
+        f"comparisons of 450 KB subtrees, 900 KB tokens, {len(rotating.issued)} fresh 8 KB "
+        f"tokens)\n"
+        f"  healthy alone: median {statistics.median(alone) * 1000:.0f} ms, 99th percentile "
+        f"{percentile(alone, 0.99)}\n"
+        f"  beside them:   median {median * 1000:.0f} ms, 99th percentile "
+        f"{percentile(latencies, 0.99)}, slowest {latencies[-1] * 1000:.0f} ms; every healthy "
+        f"balance exact in every scrape\n"
+        f"  exporter RSS: {rss[0] / 2**20:.1f} MiB after the first scrape, "
+        f"{max(rss) / 2**20:.1f} MiB at the peak, {rss[-1] / 2**20:.1f} MiB at the end; "
+        f"{len(log.splitlines())} log lines (one per failed collection)"
+    )
+    assert "Traceback" not in log
+    assert "level=error" not in log
+    # The hostile accounts cost what reading a 1 MiB answer costs, then their budget ends them:
+    # far inside the scrape's 5 s.
+    assert latencies[-1] < 2.5
+    assert median < 0.5
+    # Flat: no bomb is held, no token kept after it is replaced, no answer kept by an error.
+    assert max(rss) < 100 << 20
+    assert rss[-1] - rss[1] < 8 << 20
