@@ -9,6 +9,7 @@ import base64
 import json
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from exporter.config import build_config
 from exporter.engine import Engine
 from exporter.once import collect_once
 from exporter.upstream import Upstream
+from exporter.webconfig import load_web_config
 from tests.helpers import http_json_account, write_config
 
 CANARY = "CANARY-dbg-0f3c9a1e7b5d"
@@ -97,6 +99,16 @@ def settings(echo: Echo, key: str, placement: str, **more: Any) -> dict[str, Any
     )
 
 
+def asking(echo: Echo, headers: dict[str, str] | None = None, **more: Any) -> dict[str, Any]:
+    """An http_json account asking the echo server for its balance, the key in a header."""
+    return http_json_account(
+        echo.url + "/v1/balance",
+        CANARY,
+        request={"headers": headers or {"X-Token": "{api_key}"}},
+        **{"values": {"balance_usd": "data.balance"}, **more},
+    )
+
+
 def assert_no_secret(text: str, *secrets: str) -> None:
     for secret in secrets:
         encoded = base64.b64encode(f"{USER}:{secret}".encode()).decode()
@@ -140,16 +152,11 @@ async def test_every_placement_is_shown_with_the_key_redacted(
 async def test_a_login_token_is_redacted_in_the_request_and_both_answers(
     echo: Echo, upstream: Upstream
 ) -> None:
-    account = http_json_account(
-        echo.url + "/v1/balance",
-        CANARY,
-        request={"headers": {"Authorization": "Bearer {token}"}},
-        login={
-            "request": {"url": echo.url + "/v1/login", "headers": {"X-Key": "{api_key}"}},
-            "token": "token",
-        },
-        values={"balance_usd": "data.balance"},
-    )
+    login = {
+        "request": {"url": echo.url + "/v1/login", "headers": {"X-Key": "{api_key}"}},
+        "token": "token",
+    }
+    account = asking(echo, headers={"Authorization": "Bearer {token}"}, login=login)
     text = await traced(echo, upstream, account)
     assert_no_secret(text, CANARY, TOKEN)
     assert "  login.token: token -> <redacted>" in text.splitlines()
@@ -160,12 +167,7 @@ async def test_a_login_token_is_redacted_in_the_request_and_both_answers(
 async def test_a_path_typo_shows_the_answer_and_why_the_value_failed(
     echo: Echo, upstream: Upstream
 ) -> None:
-    account = http_json_account(
-        echo.url + "/v1/balance",
-        CANARY,
-        request={"headers": {"X-Token": "{api_key}"}},
-        values={"balance_usd": "data.balanse"},
-    )
+    account = asking(echo, values={"balance_usd": "data.balanse"})
     lines = (await traced(echo, upstream, account)).splitlines()
     assert (
         "  values.balance_usd: data.balanse -> null (values.balance_usd is null or missing)"
@@ -259,7 +261,7 @@ async def test_collect_once_debug(echo: Echo, upstream: Upstream) -> None:
 
 
 def test_collect_debug_on_the_command_line(
-    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write_config(
         tmp_path,
@@ -309,3 +311,25 @@ async def test_the_back_off_is_logged_as_the_landing_page_writes_it(
     await Engine(config, upstream).collect()
     [record] = [r for r in caplog.records if r.getMessage() == "collection failed"]
     assert record.__dict__["retry_in"] == "1 min"
+
+
+async def test_probe_debug_asks_for_the_same_credentials_as_probe(
+    echo: Echo, make_exporter: Any, tmp_path: Path
+) -> None:
+    import aiohttp
+    import bcrypt
+
+    web = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"pw-0123456789", bcrypt.gensalt(4)).decode()
+    web.write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+    _, client = await make_exporter(
+        {"accounts": [settings(echo, CANARY, "header")]}, web_config=load_web_config(web)
+    )
+    params = {"account": "acct", "debug": "true"}
+    refused = await client.get("/probe", params=params)
+    assert refused.status == 401
+    assert echo.requests == 0
+    auth = {"Authorization": aiohttp.encode_basic_auth("prometheus", "pw-0123456789")}
+    answered = await client.get("/probe", params=params, headers=auth)
+    assert answered.status == 200
+    assert "request 1: GET" in await answered.text()

@@ -112,24 +112,18 @@ async def test_an_html_page_where_a_text_answer_belongs_is_invalid(
 async def test_a_json_404_the_service_documents_stays_its_error(
     host: Host, upstream: Upstream
 ) -> None:
-    host.body = '{"error": {"message": "no such account"}}'
     host.content_type = "application/json"
-    snapshot = await collect(
-        upstream,
-        provider="http_json",
-        request={"url": host.url + "/v1/{api_key}/balance"},
-        values={"balance_usd": "balance"},
-        error="error.message",
-    )
+    account = {
+        "provider": "http_json",
+        "request": {"url": host.url + "/v1/{api_key}/balance"},
+        "values": {"balance_usd": "balance"},
+        "error": "error.message",
+    }
+    host.body = '{"error": {"message": "no such account"}}'
+    snapshot = await collect(upstream, **account)
     assert failure(snapshot) == (Reason.PROVIDER_ERROR, "HTTP 404, error field set")
     host.body = "{}"
-    snapshot = await collect(
-        upstream,
-        provider="http_json",
-        request={"url": host.url + "/v1/{api_key}/balance"},
-        values={"balance_usd": "balance"},
-        error="error.message",
-    )
+    snapshot = await collect(upstream, **account)
     # The path as written: a key in it is never shown.
     assert failure(snapshot) == (
         Reason.HTTP,
