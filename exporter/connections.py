@@ -231,6 +231,7 @@ class Connection(web.RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         heads = self._request_count
+        body_before = raw_size(self._last_body)
         super().data_received(data)
         if self._request_count != heads:
             for message, _ in self._messages:
@@ -245,15 +246,18 @@ class Connection(web.RequestHandler):
             self._limited.busy(self)
         if self._force_close or self._close:
             return
-        self._count_unfinished_head(data, self._request_count != heads)
+        self._count_unfinished_head(data, self._request_count != heads, body_before)
         if self.unfinished_head > MAX_HEAD_SIZE:
             self._head_too_large()
 
-    def _count_unfinished_head(self, data: bytes, heads_ended: bool) -> None:
+    def _count_unfinished_head(self, data: bytes, heads_ended: bool, body_before: int) -> None:
         """What is held of a head still arriving, from the bytes around it: aiohttp's parser
         tells neither where a head ended nor how much of the next it holds."""
         if heads_ended:
-            last, self._last_body = self._messages[-1] if self._messages else (None, None)
+            last, body = self._messages[-1] if self._messages else (None, None)
+            if body is not self._last_body:
+                body_before = 0  # a new request's body: all of it came in this read
+            self._last_body = body
             end = data.rfind(HEAD_END)
             if hasattr(last, "exc"):
                 # A request aiohttp could not parse: it answers 400 and reads no further.
@@ -268,6 +272,9 @@ class Connection(web.RequestHandler):
             unfinished = self.unfinished_head + len(data)
         if self._last_body is not None and not self._last_body.is_eof():
             unfinished = 0  # in a request body: any next head starts after it
+        else:
+            # A body that ended in this read is no part of the head after it.
+            unfinished = max(0, unfinished - (raw_size(self._last_body) - body_before))
         self.unfinished_head = unfinished
         self._limited.unfinished_head(self, unfinished)
 
@@ -421,6 +428,14 @@ class LimitedServer(web.Server):
         self._stalled.pop(connection, None)
         self._busy_unchecked.pop(connection, None)
         self._idle_checked.pop(connection, None)
+
+
+def raw_size(body: StreamReader | None) -> int:
+    """The bytes of a request body received so far, as sent (before any decompression)."""
+    if body is None:
+        return 0
+    size: int = getattr(body, "total_raw_bytes", body.total_bytes)
+    return size
 
 
 @web.middleware

@@ -655,6 +655,21 @@ def test_a_request_head_over_16_kib_is_refused_and_ordinary_ones_pass() -> None:
             sock.sendall(f"GET /-/healthy HTTP/1.1\r\nHost: x\r\n{cookie * cookies}\r\n".encode())
             answers.append(sock.recv(40))
             sock.close()
+        # Nor is a request body (this one's request is refused: 405).
+        sock = socket.create_connection(("127.0.0.1", exporter.port), timeout=10)
+        body = b"b" * 40_000
+        sock.sendall(
+            b"POST /-/healthy HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+        after_body = sock.recv(65536)
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        while b"Healthy" not in after_body:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            after_body += chunk
+        sock.close()
         # Pipelined requests are no head too large, however many arrive at once.
         sock = socket.create_connection(("127.0.0.1", exporter.port), timeout=10)
         sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n" * 1000)
@@ -668,6 +683,8 @@ def test_a_request_head_over_16_kib_is_refused_and_ordinary_ones_pass() -> None:
     assert answers[0].startswith(b"HTTP/1.1 200")
     assert answers[1].startswith(b"HTTP/1.1 431")
     assert received.count(b"HTTP/1.1 200") == 1000
+    assert after_body.startswith(b"HTTP/1.1 405")
+    assert b"HTTP/1.1 200" in after_body
 
 
 def test_unfinished_heads_are_bounded_in_all_whatever_the_connection_cap() -> None:
