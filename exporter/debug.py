@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 TRACE: ContextVar[Trace | None] = ContextVar("apibalance_debug_trace", default=None)
 
 MAX_BODY_SHOWN = 4096
+# Of an answer, a trace keeps what can be shown (up to 4 bytes a character) and as much again
+# for a key that starts within it: the last trace of each account stays in memory.
+KEPT_BODY_BYTES = 8 * MAX_BODY_SHOWN
 MAX_RESULT_SHOWN = 300
 # Expressions whose result is itself a secret: shown as redacted whatever it is.
 SECRET_RESULTS = frozenset({"login.token"})
@@ -60,7 +63,8 @@ class Received:
     number: int
     status: int
     content_type: str
-    body: bytes
+    size: int
+    body: bytes  # the start only: what is shown, and room for a key running past its end
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +104,8 @@ class Trace:
         return self.requests
 
     def received(self, number: int, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        self.steps.append(Received(number, status, headers.get("Content-Type", ""), body))
+        kind = headers.get("Content-Type", "")
+        self.steps.append(Received(number, status, kind, len(body), body[:KEPT_BODY_BYTES]))
 
     def failed(self, number: int, error: CollectError) -> None:
         self.steps.append(NoAnswer(number, error))
@@ -229,7 +234,7 @@ def _steps(trace: Trace, error: CollectError | None) -> list[str]:
                 lines.append("  body: " + _body(step.body, trace.header_values))
         elif isinstance(step, Received):
             kind = f", {step.content_type}" if step.content_type else ""
-            lines.append(f"answer {step.number}: HTTP {step.status}{kind}, {len(step.body)} bytes")
+            lines.append(f"answer {step.number}: HTTP {step.status}{kind}, {step.size} bytes")
             lines.append("  " + _body(step.body, trace.header_values).replace("\n", "\n  "))
         else:
             failure = step.error
@@ -264,7 +269,7 @@ def _body(body: bytes, secrets: Iterable[str]) -> str:
 def _cap(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
-    return text[:limit] + f"... ({len(text) - limit} more characters not shown)"
+    return text[:limit] + " ... (cut)"
 
 
 def describe(reading: Reading) -> str:
