@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import stat
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from exporter import logs
 from exporter.hints import did_you_mean
+from exporter.settings import FORM_TAGS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -326,7 +328,11 @@ def validation_problems(
     """
     problems = []
     for item in error.errors(include_url=False, include_input=False):
-        loc = _clean_loc(item["loc"])
+        if item["type"] == "extra_forbidden":
+            # The last part is the unknown key as written, whatever it looks like.
+            loc = (*_clean_loc(item["loc"][:-1]), item["loc"][-1])
+        else:
+            loc = _clean_loc(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             # The unknown key itself, whatever it looks like (`<script>` is no union's tag).
@@ -344,12 +350,12 @@ def validation_problems(
 
 
 def _clean_loc(loc: tuple[int | str, ...]) -> Loc:
-    """Drop pydantic's markers of validator and union branches from a location (a union told
-    apart by shape tags its branches `<like-this>`)."""
+    """Drop pydantic's markers of validator and union branches from a location."""
     return tuple(
         part
         for part in loc
-        if isinstance(part, int) or not (part.startswith(("function-", "<")) or part == "[key]")
+        if isinstance(part, int)
+        or not (part.startswith("function-") or part == "[key]" or part in FORM_TAGS)
     )
 
 
@@ -365,17 +371,22 @@ def known_keys(model: type[BaseModel], path: Loc) -> list[str]:
         )
         if info is None:
             return []
-        current = next(
-            (
-                arg
-                for arg in getattr(info.annotation, "__args__", (info.annotation,))
-                if isinstance(arg, type) and issubclass(arg, BaseModel)
-            ),
-            None,
-        )
+        current = _model_in(info.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [f.alias or name for name, f in current.model_fields.items()]
     return []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field's type holds, however deep (a list of it, an optional one, one form
+    of a union told apart by shape)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 class Locator:

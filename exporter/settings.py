@@ -196,6 +196,13 @@ CreditKey = Annotated[
 ]
 
 
+# A union told apart by the shape of its value, a string or a mapping, tags its branches so.
+# The tags are no keys of the file: the places config errors name leave them out.
+STRING_FORM = "<string>"
+MAPPING_FORM = "<mapping>"
+FORM_TAGS = frozenset({STRING_FORM, MAPPING_FORM})
+
+
 class Strict(BaseModel):
     """Every config model refuses keys it does not know, so typos are errors, not no-ops."""
 

@@ -129,6 +129,13 @@ def test_unknown_provider_suggests_and_lists() -> None:
 ACCOUNT = "accounts:\n  - name: a\n    provider: datalabs\n"
 
 
+@pytest.mark.parametrize("key", ["<script>alert(1)</script>", "<string>", "<mapping>", "<x"])
+def test_an_unknown_key_in_angle_brackets_is_named(key: str) -> None:
+    """Keys that look like markup, or like the tags of a union's forms, are keys all the same."""
+    lines = problems_of(f'global:\n  "{key}": 1\n' + ACCOUNT + "    api_key: kkkkkkkk\n")
+    assert lines == [f"cfg.yml:2: global.{key}: unknown key"]
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [

@@ -237,6 +237,10 @@ def test_a_condition_is_checked_at_load() -> None:
     ]
     settings["values"] = {"balance_usd": {"path": "amount"}}
     assert problems_of(settings) == ["accounts[0].values.balance_usd.when: required"]
+    settings["values"] = {"balance_usd": {"path": "amount", "when": "type", "wen": "type"}}
+    assert problems_of(settings) == [
+        "accounts[0].values.balance_usd.wen: unknown key (did you mean 'when'?)"
+    ]
 
 
 # -- OAuth 2 client credentials ---------------------------------------------------------

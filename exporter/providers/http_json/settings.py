@@ -26,6 +26,8 @@ from yarl import URL
 from exporter.model import Reason
 from exporter.providers.http_json.expressions import Expression
 from exporter.settings import (
+    MAPPING_FORM,
+    STRING_FORM,
     USD,
     AccountSettings,
     LabelValue,
@@ -333,12 +335,12 @@ class ConditionalValue(Strict):
 
 
 def _value_form(value: object) -> str:
-    return "<conditional>" if isinstance(value, dict) else "<expression>"
+    return MAPPING_FORM if isinstance(value, dict) else STRING_FORM
 
 
 # Told apart by shape, so that a wrong value gets its own form's error and not both forms'.
 ValueExpression = Annotated[
-    Annotated[Expression, Tag("<expression>")] | Annotated[ConditionalValue, Tag("<conditional>")],
+    Annotated[Expression, Tag(STRING_FORM)] | Annotated[ConditionalValue, Tag(MAPPING_FORM)],
     Discriminator(_value_form),
 ]
 
