@@ -465,7 +465,13 @@ def test_make_run_passes_args_and_shows_the_url() -> None:
         pytest.skip("an apibalance.yml in the checkout: make run would serve it")
     port = free_port()
     process = subprocess.Popen(
-        ["make", "run", f"ARGS=--web.listen-address 127.0.0.1:{port} --log.level info"],
+        # Under `make test` this make is a sub-make, which would print "Entering directory".
+        [
+            "make",
+            "--no-print-directory",
+            "run",
+            f"ARGS=--web.listen-address 127.0.0.1:{port} --log.level info",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
