@@ -359,6 +359,38 @@ async def test_fault(
     )
 
 
+def faulty_json_account(simulator: Simulator, fault: Fault, **settings: Any) -> dict[str, Any]:
+    """An `http_json` account "faulty" whose every answer is `fault`; `settings` add to or
+    replace its definition (`values`, `response`)."""
+    simulator.add("json", SimAccount(CANARY, chaos=[(1.0, fault)]))
+    return {
+        "name": "faulty",
+        "provider": "http_json",
+        "api_key": CANARY,
+        "cache_ttl": "0s",
+        "request": {
+            "url": simulator.base_url("json") + "/v1/balance",
+            "headers": {"Authorization": "Bearer {api_key}"},
+        },
+        "values": {"balance_usd": "balance"},
+        **settings,
+    }
+
+
+async def assert_down_within_budget_beside_the_healthy(
+    client: TestClient[Any, Any], balances: dict[str, float]
+) -> None:
+    """Two scrapes, each within its budget: "faulty" down, every healthy account exact."""
+    headers = {"X-Prometheus-Scrape-Timeout-Seconds": str(SCRAPE_TIMEOUT)}
+    loop = asyncio.get_running_loop()
+    for _ in range(2):
+        started = loop.time()
+        found = samples(await (await client.get("/metrics", headers=headers)).text())
+        assert loop.time() - started < SCRAPE_TIMEOUT - 0.5 + BUDGET_SLACK
+        assert value(found, "apibalance_up", provider="http_json", account="faulty") == 0.0
+        assert_healthy_exact(found, balances)
+
+
 HUGE = "9" * 400
 
 
@@ -378,25 +410,9 @@ async def test_a_number_too_large_to_compute_is_one_warning(
 ) -> None:
     """Integers of hundreds of digits through the arithmetic functions (seven catalogue
     entries use them): `invalid_response` and one warning, every collection, no traceback."""
-    answer = {"n": int(HUGE), "s": HUGE}
-    simulator.add("json", SimAccount(CANARY, chaos=[(1.0, respond(200, answer))]))
-    _, client = await make_exporter(
-        {
-            "accounts": [
-                {
-                    "name": "faulty",
-                    "provider": "http_json",
-                    "api_key": CANARY,
-                    "cache_ttl": "0s",
-                    "request": {
-                        "url": simulator.base_url("json") + "/v1/balance",
-                        "headers": {"Authorization": "Bearer {api_key}"},
-                    },
-                    "values": {"balance_usd": path},
-                }
-            ]
-        }
-    )
+    answer = respond(200, {"n": int(HUGE), "s": HUGE})
+    faulty = faulty_json_account(simulator, answer, values={"balance_usd": path})
+    _, client = await make_exporter({"accounts": [faulty]})
     for collection in (1, 2):
         found = samples(await (await client.get("/metrics")).text())
         assert value(found, "apibalance_up", provider="http_json", account="faulty") == 0.0
@@ -436,32 +452,11 @@ async def test_a_text_answer_built_to_backtrack_costs_no_more_than_reading_it(
     captured_logs: Capture,
 ) -> None:
     accounts, balances = healthy_accounts(simulator)
-    simulator.add(
-        "json", SimAccount(CANARY, chaos=[(1.0, respond(200, body, content_type="text/plain"))])
-    )
-    accounts.append(
-        {
-            "name": "faulty",
-            "provider": "http_json",
-            "api_key": CANARY,
-            "cache_ttl": "0s",
-            "request": {
-                "url": simulator.base_url("json") + "/v1/balance",
-                "headers": {"Authorization": "Bearer {api_key}"},
-            },
-            "response": {"format": "text", "pattern": pattern},
-            "values": {"balance_usd": "balance"},
-        }
-    )
+    text = respond(200, body, content_type="text/plain")
+    response = {"format": "text", "pattern": pattern}
+    accounts.append(faulty_json_account(simulator, text, response=response))
     _, client = await make_exporter({"accounts": accounts})
-    headers = {"X-Prometheus-Scrape-Timeout-Seconds": str(SCRAPE_TIMEOUT)}
-    loop = asyncio.get_running_loop()
-    for _ in range(2):
-        started = loop.time()
-        found = samples(await (await client.get("/metrics", headers=headers)).text())
-        assert loop.time() - started < SCRAPE_TIMEOUT - 0.5 + BUDGET_SLACK
-        assert value(found, "apibalance_up", provider="http_json", account="faulty") == 0.0
-        assert_healthy_exact(found, balances)
+    await assert_down_within_budget_beside_the_healthy(client, balances)
     assert not [line for line in captured_logs.text if "level=error" in line]
 
 
@@ -473,36 +468,13 @@ async def test_comparing_two_large_equal_subtrees_costs_their_size(
     charged what it compares, so the budget ends it, and other accounts' scrapes with it."""
     accounts, balances = healthy_accounts(simulator)
     items = [0] * 150_000
-    answer = {"a": items, "b": items, "n": 1}
-    simulator.add("json", SimAccount(CANARY, chaos=[(1.0, respond(200, answer))]))
+    answer = respond(200, {"a": items, "b": items, "n": 1})
     path = "a==b&&" * 166 + "n"
-    accounts.append(
-        {
-            "name": "faulty",
-            "provider": "http_json",
-            "api_key": CANARY,
-            "cache_ttl": "0s",
-            "request": {
-                "url": simulator.base_url("json") + "/v1/balance",
-                "headers": {"Authorization": "Bearer {api_key}"},
-            },
-            "values": {
-                "credits": [
-                    {"credit_type": f"c{index}", "pool": "one_time", "path": path}
-                    for index in range(50)
-                ]
-            },
-        }
-    )
+    credits = [{"credit_type": f"c{i}", "pool": "one_time", "path": path} for i in range(50)]
+    accounts.append(faulty_json_account(simulator, answer, values={"credits": credits}))
     _, client = await make_exporter({"accounts": accounts})
-    headers = {"X-Prometheus-Scrape-Timeout-Seconds": str(SCRAPE_TIMEOUT)}
+    await assert_down_within_budget_beside_the_healthy(client, balances)
     loop = asyncio.get_running_loop()
-    for _ in range(2):
-        started = loop.time()
-        found = samples(await (await client.get("/metrics", headers=headers)).text())
-        assert loop.time() - started < SCRAPE_TIMEOUT - 0.5 + BUDGET_SLACK
-        assert value(found, "apibalance_up", provider="http_json", account="faulty") == 0.0
-        assert_healthy_exact(found, balances)
     started = loop.time()
     probe = samples(await (await client.get("/probe?account=ok-anticaptcha")).text())
     assert loop.time() - started < BUDGET_SLACK
