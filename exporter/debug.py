@@ -156,8 +156,8 @@ async def traced_collection(engine: Engine, name: str) -> Debugged:
         return Debugged(
             state.snapshot(outcome),
             None,
-            "a collection was already in flight (a scrape's): joined, so its requests were "
-            "not recorded; ask again",
+            "a collection was already in flight (a scrape's) and was joined; its requests "
+            "were not recorded: ask again",
         )
     state.last_trace = (outcome, trace)
     return Debugged(state.snapshot(outcome), trace)
@@ -192,7 +192,7 @@ def render(debugged: Debugged) -> str:
         f"at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(debugged.at))}"
     ]
     if debugged.not_asked is not None:
-        lines.append(f"not asked: {debugged.not_asked}")
+        lines.append(f"not asked by this request: {debugged.not_asked}")
         if debugged.trace is not None:
             lines.append("the debug collection that gave this outcome:")
         elif not outcome.ok:

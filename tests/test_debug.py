@@ -5,6 +5,7 @@ echoes everything it received, so each secret comes back in the answer too."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -40,9 +41,13 @@ class Echo:
         self.runner: web.AppRunner | None = None
         self.url = ""
         self.requests = 0
+        self.delay = 0.0
+        self.asked = asyncio.Event()
 
     async def answer(self, request: web.Request) -> web.Response:
         self.requests += 1
+        self.asked.set()
+        await asyncio.sleep(self.delay)
         body = await request.read()
         if request.path.endswith("/login"):
             return web.json_response({"token": TOKEN, "echo": dict(request.headers)})
@@ -206,7 +211,7 @@ async def test_the_cache_and_minimum_interval_are_kept_and_said(
     assert "not asked" not in first
     again = debug.render(await debug.traced_collection(engine, "acct"))
     assert echo.requests == 1
-    assert "not asked: the last answer is 0 s old, within cache_ttl (1 h)" in again
+    assert "not asked by this request: the last answer is 0 s old, within cache_ttl (1 h)" in again
     # The debug collection that gave the outcome shown is shown with it.
     assert "request 1: GET" in again
     # A scrape's collection, not a debug one: nothing recorded to show.
@@ -230,7 +235,9 @@ async def test_a_rejected_key_is_not_asked_again_within_its_back_off(
     assert "answer 1: HTTP 401" in first
     again = debug.render(await debug.traced_collection(engine, "acct"))
     assert echo.requests == 1
-    assert re.search(r"not asked: the upstream may not be asked again for (59 s|1 min)", again)
+    assert re.search(
+        r"not asked by this request: the upstream may not be asked again for (59 s|1 min)", again
+    )
     assert again.splitlines()[-1].startswith("outcome: up 0, reason auth")
 
 
@@ -341,3 +348,18 @@ async def test_probe_debug_asks_for_the_same_credentials_as_probe(
     answered = await client.get("/probe", params=params, headers=auth)
     assert answered.status == 200
     assert "request 1: GET" in await answered.text()
+
+
+async def test_a_collection_in_flight_is_joined_not_doubled(echo: Echo, upstream: Upstream) -> None:
+    echo.delay = 0.3
+    engine = Engine(
+        build_config({"accounts": [settings(echo, CANARY, "header")]}, source="test", environ={}),
+        upstream,
+    )
+    scrape = asyncio.create_task(engine.collect())
+    await echo.asked.wait()
+    text = debug.render(await debug.traced_collection(engine, "acct"))
+    await scrape
+    assert echo.requests == 1
+    assert "a collection was already in flight (a scrape's) and was joined" in text
+    assert text.splitlines()[-1].startswith("outcome: up 1")
