@@ -41,13 +41,15 @@ class Echo:
         self.runner: web.AppRunner | None = None
         self.url = ""
         self.requests = 0
-        self.delay = 0.0
         self.asked = asyncio.Event()
+        # When set: answers wait until it is released.
+        self.hold: asyncio.Event | None = None
 
     async def answer(self, request: web.Request) -> web.Response:
         self.requests += 1
         self.asked.set()
-        await asyncio.sleep(self.delay)
+        if self.hold is not None:
+            await self.hold.wait()
         body = await request.read()
         if request.path.endswith("/login"):
             return web.json_response({"token": TOKEN, "echo": dict(request.headers)})
@@ -351,14 +353,17 @@ async def test_probe_debug_asks_for_the_same_credentials_as_probe(
 
 
 async def test_a_collection_in_flight_is_joined_not_doubled(echo: Echo, upstream: Upstream) -> None:
-    echo.delay = 0.3
+    echo.hold = asyncio.Event()
     engine = Engine(
         build_config({"accounts": [settings(echo, CANARY, "header")]}, source="test", environ={}),
         upstream,
     )
     scrape = asyncio.create_task(engine.collect())
     await echo.asked.wait()
-    text = debug.render(await debug.traced_collection(engine, "acct"))
+    traced = asyncio.create_task(debug.traced_collection(engine, "acct"))
+    await asyncio.sleep(0)  # it joins the scrape's collection, then waits for it
+    echo.hold.set()
+    text = debug.render(await traced)
     await scrape
     assert echo.requests == 1
     assert "a collection was already in flight (a scrape's) and was joined" in text
