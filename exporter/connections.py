@@ -7,9 +7,9 @@ arriving. Here:
 - at most `max_connections` are open, counted from accept() on, TLS handshake included.
   When one more arrives, one is closed to make room, the
   first of: the one idle longest that has not yet been let past the web config's checks
-  (basic auth; without it, any request gets past), the one longest stalled on a client that
-  does not read its answers, the one busy longest on requests that have not got past the
-  checks, the one idle longest of those that have. A flood from clients without the password,
+  (basic auth; without it, any request gets past), the one busy longest on requests that have
+  not got past the checks, the one idle longest of those that have, the one longest stalled
+  on a client that does not read its answers. A flood from clients without the password,
   however busy it keeps its connections, pushes out only its own kind, and a logged-in scraper
   arriving afterwards gets in. Only when every connection is busy on requests that got past
   the checks is the newcomer refused, at once, with a 503;
@@ -327,13 +327,14 @@ class LimitedServer(web.Server):
         self.refused = 0
         self.evicted = 0
         self._open: set[Connection] = set()
-        # Who makes room for a newcomer, in this order; in each, insertion order is the order
-        # they entered that state, so the first has been in it longest. A connection busy on
-        # requests that got past the checks is in none: it is never pushed out.
+        # Who makes room for a newcomer, in this order (`_next_to_make_room`); in each,
+        # insertion order is the order they entered that state, so the first has been in it
+        # longest. A connection busy on requests that got past the checks, with its answer
+        # moving, is in none: it is never pushed out.
         self._idle_unchecked: dict[Connection, None] = {}
-        self._stalled: dict[Connection, None] = {}
         self._busy_unchecked: dict[Connection, None] = {}
         self._idle_checked: dict[Connection, None] = {}
+        self._stalled: dict[Connection, None] = {}
         # Bytes held of heads still arriving, in the order the heads began: the oldest is cut
         # off first when they hold too much together, and Prometheus's, sent whole in a
         # moment, is never the oldest.
@@ -370,9 +371,10 @@ class LimitedServer(web.Server):
     def _next_to_make_room(self) -> Connection | None:
         for candidates in (
             self._idle_unchecked,
-            self._stalled,
             self._busy_unchecked,
+            # A logged-in client loses less to a new connection than to a broken answer.
             self._idle_checked,
+            self._stalled,
         ):
             for connection in candidates:
                 return connection
