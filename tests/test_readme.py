@@ -8,6 +8,7 @@ between them leads somewhere.
 from __future__ import annotations
 
 import ast
+import asyncio
 import glob
 import importlib.util
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from exporter.cli import parse_args
+from exporter.demo import SimAccount, Simulator
 from exporter.metrics import ACCOUNT_FAMILIES, ExporterCollector, ReloadStatus, render
 from exporter.model import Reason
 from tests.helpers import (
@@ -497,8 +499,10 @@ def test_make_run_passes_args_and_shows_the_url() -> None:
 
 # -- commands run as written ------------------------------------------------------------
 
-# What the documentation shows that this test runs for real, in a directory holding a
-# config, a web config with its certificate, and the checkout's .venv. The rest is checked
+# What the documentation shows that this test runs for real: the `--config.check` and
+# `--collect.once` lines, in a directory holding a config (its account asks a simulated
+# provider), a web config with its certificate and the checkout's .venv; and the bcrypt
+# one-liner. The rest is checked
 # above (the program exists, the flags parse, the paths are there), and runs elsewhere:
 # `make run` in test_make_run_passes_args_and_shows_the_url, `make bench ARGS=--quick` in
 # tests/test_bench_smoke.py, the docker and kubectl lines in tests/test_image.py and
@@ -506,17 +510,22 @@ def test_make_run_passes_args_and_shows_the_url() -> None:
 # tests/test_alerts.py and tests/test_deploy.py; `make test` is this very suite; servers
 # (the exporter without --config.check) and `curl` need a running exporter; `sudo` ones
 # install into the system.
-RUN_HERE = re.compile(r"^(?:\w+=\S+ )*\.venv/bin/apibalance-exporter .*--config\.check\b")
+RUN_HERE = re.compile(
+    r"^(?:\w+=\S+ )*\.venv/bin/apibalance-exporter .*(?:--config\.check|--collect\.once)\b"
+)
 BCRYPT_ONE_LINER = ".venv/bin/python -c 'import bcrypt"
+SANDBOX_KEY = "sandbox-key-0123456789"
 
 
-def sandbox(tmp_path: Path) -> Path:
-    """A directory as a user's: apibalance.yml, web.yml (the documented one) and .venv."""
+def sandbox(tmp_path: Path, base_url: str) -> Path:
+    """A directory as a user's: apibalance.yml (an account asking `base_url`), web.yml (the
+    documented one, with a certificate) and the checkout's .venv."""
     import trustme
     import yaml
 
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
-    config = {"accounts": [{"name": "main", "provider": "twocaptcha", "api_key": "k-0123456789"}]}
+    account = {"name": "main", "provider": "twocaptcha", "api_key": SANDBOX_KEY}
+    config = {"accounts": [{**account, "base_url": base_url}]}
     (tmp_path / "apibalance.yml").write_text(yaml.safe_dump(config))
     (tmp_path / "apibalance.yml").chmod(0o600)
     [web] = [b for b in readme_yaml("# Security") if "tls_server_config" in b]
@@ -528,18 +537,29 @@ def sandbox(tmp_path: Path) -> Path:
 
 
 @pytest.mark.integration  # the exporter, started once per command
-def test_the_config_checks_shown_run_as_written(tmp_path: Path) -> None:
+async def test_the_config_checks_and_collections_shown_run_as_written(
+    tmp_path: Path, simulator: Simulator
+) -> None:
     if not (ROOT / ".venv" / "bin" / "apibalance-exporter").exists():
         pytest.skip("no .venv: run the tests through make test")
-    here = sandbox(tmp_path)
+    simulator.add("twocaptcha", SimAccount(SANDBOX_KEY, balance=12.5))
+    here = sandbox(tmp_path, simulator.base_url("twocaptcha"))
     commands = [c for c in readme_commands() if RUN_HERE.match(c.text)]
-    assert len(commands) >= 4  # the README's, the web config's, the expand-env one ...
+    # The README's check, the web config's, the expand-env one, the debug collection ...
+    assert len(commands) >= 5
+    assert any("--collect.debug" in c.text for c in commands)
     for command in commands:
-        text = command.text.split("   #")[0]
-        result = subprocess.run(
-            ["bash", "-c", text], cwd=here, capture_output=True, text=True, timeout=120
+        process = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            command.text.split("   #")[0],
+            cwd=here,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
-        assert result.returncode == 0, f"{command}:\n{result.stdout}{result.stderr}"
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 0, f"{command}:\n{out.decode()}{err.decode()}"
+        assert SANDBOX_KEY not in out.decode() + err.decode()
 
 
 def test_the_bcrypt_one_liner_makes_a_hash_the_web_config_takes() -> None:
