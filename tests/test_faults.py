@@ -586,6 +586,14 @@ async def test_a_replaced_login_token_is_forgotten_by_the_log(
             earlier = service.issued[-2]
             assert logs.redact(earlier) == earlier
     assert len(service.issued) == 40
+    # A reload that drops the account (its provider with it) forgets its token too.
+    write_config(
+        make_exporter.tmp_path,
+        {"accounts": [account("other", "datalabs", "k" * 16, "http://127.0.0.1:1")]},
+    )
+    assert (await client.post("/-/reload")).status == 200
+    gc.collect()
+    assert logs.redact(service.issued[-1]) == service.issued[-1]
 
 
 async def test_a_failed_collection_keeps_nothing_of_the_answer_until_the_gc_runs(

@@ -7,6 +7,7 @@ import base64
 import math
 import re
 import urllib.parse
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -126,6 +127,9 @@ class HttpJson(Provider):
         ).by_value()
         self._token: str | None = None
         self._token_expires = 0.0
+        # Forgets the token with the log redactor: when it is replaced, or when a reload
+        # drops this provider with the account's old definition.
+        self._forget_token: weakref.finalize[[str], HttpJson] | None = None
 
     @classmethod
     def definition_of(cls, settings: AccountSettings) -> HttpJsonSettings:
@@ -259,6 +263,7 @@ class HttpJson(Provider):
             lifetime = login.lifetime
         now = asyncio.get_running_loop().time()
         logs.register_token(token)
+        self._forget_token = weakref.finalize(self, logs.forget_token, token)
         self._token = token
         self._token_expires = now + lifetime - min(TOKEN_RENEW_MARGIN, lifetime / 10)
         return token
@@ -270,9 +275,9 @@ class HttpJson(Provider):
         return f"HTTP 404 for {path}: the host has no such path; check the url"
 
     def _drop_token(self) -> None:
-        if self._token is not None:
-            logs.forget_token(self._token)
-            self._token = None
+        if self._forget_token is not None:
+            self._forget_token()  # now, and not again when this provider goes
+        self._token = None
 
     def _status_error(self, answer: Answer) -> CollectError:
         """A status the definition gives a meaning (`status_reasons`) means that, body unread."""
