@@ -1,8 +1,14 @@
 """`--collect.once`: every account collected once, as a table, to try a config before trusting it.
 
-    ACCOUNT   PROVIDER  UP  REASON  BALANCE    CREDITS                  DAILY LIMIT  DURATION
-    serp      serpapi   1           -          searches/plan=4250       -            0.21s
-    sms       twilio    0   auth    -          -                        -            0.08s
+    ACCOUNT  PROVIDER  UP  REASON  BALANCE                              CREDITS
+    serp     serpapi   1           -                                    searches/total=328 LOW ...
+    sms      twilio    1           0.05 USD NEARLY EMPTY (below 1 USD)  -
+    voice    telnyx    0   auth    -                                    -
+
+(then the DAILY LIMIT and DURATION columns).
+
+What is low is marked as the landing page and the alerts mark it, with the threshold it is
+below (`LOW (below 500)`).
 
 Only what the metrics would show: values, reasons and the cause the exporter wrote, never a
 URL or a key.
