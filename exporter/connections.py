@@ -162,6 +162,7 @@ class Connection(web.RequestHandler):
         self.accepted: socket.socket | None = None
         # Bytes received since the end of the last whole head, outside request bodies.
         self.unfinished_head = 0
+        # The body of the last request, while it is still arriving.
         self._last_body: StreamReader | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -275,6 +276,8 @@ class Connection(web.RequestHandler):
         else:
             # A body that ended in this read is no part of the head after it.
             unfinished = max(0, unfinished - (raw_size(self._last_body) - body_before))
+            # Not kept past its end: it may hold what the client sent and no one read.
+            self._last_body = None
         self.unfinished_head = unfinished
         self._limited.unfinished_head(self, unfinished)
 
@@ -436,8 +439,9 @@ def raw_size(body: StreamReader | None) -> int:
     """The bytes of a request body received so far, as sent (before any decompression)."""
     if body is None:
         return 0
-    size: int = getattr(body, "total_raw_bytes", body.total_bytes)
-    return size
+    # Set when aiohttp decompresses the body, and not at all on its empty body.
+    compressed: int | None = getattr(body, "total_compressed_bytes", None)
+    return body.total_bytes if compressed is None else compressed
 
 
 @web.middleware
