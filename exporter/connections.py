@@ -541,9 +541,9 @@ class Listener(asyncio.AbstractServer):
     EMFILE goes on calling accept() for the rest of its batch (4096 calls) and schedules as
     many retries a second later, tens of thousands of failed calls a second in all.
 
-    - out of descriptors (or kernel memory), accepting stops for 5 ms, doubling each time it
-      fails again up to 1 s (Go's net/http does the same), and the failure is logged once
-      per 10 s;
+    - when accept() fails (out of descriptors or kernel memory), accepting stops for 5 ms,
+      doubling each time it fails again up to 1 s (Go's net/http does the same), and the
+      failure is logged once per 10 s;
     - a connection counts against the cap from accept() on, before its TLS handshake: a
       flood of connections that never say hello is pushed out like any other idle kind,
       instead of holding descriptors the cap never sees.
@@ -623,9 +623,10 @@ class Listener(asyncio.AbstractServer):
             except ConnectionAbortedError:
                 continue  # gone before we took it
             except OSError as error:
+                # Out of descriptors or memory, most likely; whatever it is, the listening
+                # socket stays readable and retrying at once would fail the same way.
                 self._errors.hit(error=error.strerror or str(error))
-                if error.errno in ACCEPT_RESOURCE_ERRORS:
-                    self._back_off()
+                self._back_off()
                 return
             self._backoff = 0.0
             self._serve(accepted)
