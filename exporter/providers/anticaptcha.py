@@ -96,7 +96,9 @@ class AntiCaptcha(AntigateProvider):
     type_name = "anticaptcha"
     service_names = ("Anti-Captcha", "AntiCaptcha.com")
     default_base_url = "https://api.anti-captcha.com"
-    # Anti-Captcha's "Add funds" page, in the client area.
+    # Anti-Captcha's "Add funds" page, in the client area its official clients send users to
+    # to top up (https://github.com/anti-captcha/anticaptcha-npm); its docs give no address
+    # for the page itself.
     top_up_url = "https://anti-captcha.com/clients/finance/refill"
     settings_model = AntiCaptchaSettings
     min_interval = 30.0

@@ -18,6 +18,8 @@ class CapMonster(AntigateProvider):
     type_name = "capmonster"
     service_names = ("CapMonster Cloud", "CapMonster.cloud")
     default_base_url = "https://api.capmonster.cloud"
-    # CapMonster Cloud's dashboard (docs.capmonster.cloud links it), where funds are added.
+    # CapMonster Cloud's dashboard (docs.capmonster.cloud links it), where funds are added: its
+    # Getting started shows the balance there, then has it topped up
+    # (https://docs.capmonster.cloud/docs/getting-start/).
     top_up_url = "https://dash.capmonster.cloud"
     temporary_blocks = MappingProxyType({"ERROR_IP_BANNED": 10 * 60.0})

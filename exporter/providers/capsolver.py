@@ -45,7 +45,9 @@ class CapSolver(AntigateProvider):
     type_name = "capsolver"
     service_names = ("CapSolver",)
     default_base_url = "https://api.capsolver.com"
-    # CapSolver's dashboard, where the balance is recharged.
+    # CapSolver's dashboard, where the balance is recharged: its docs link the dashboard for
+    # the account key (https://docs.capsolver.com/en/guide/api-getbalance) and name no
+    # billing page.
     top_up_url = "https://dashboard.capsolver.com/dashboard/overview"
     temporary_blocks = MappingProxyType(
         {"ERROR_KEY_TEMP_BLOCKED": 5 * 60.0, "ERROR_IP_BANNED": 10 * 60.0}

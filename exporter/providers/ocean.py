@@ -59,7 +59,8 @@ class Ocean(Provider):
     type_name = "ocean"
     service_names = ("Ocean.io",)
     default_base_url = "https://api.ocean.io"
-    # Ocean.io's app, where the plan and its credits are managed.
+    # Ocean.io's app, where the plan and its credits are managed: the app's root, since its
+    # docs name no billing page.
     top_up_url = "https://app.ocean.io"
     default_cache_ttl_floor = 15 * 60.0
 

@@ -10,5 +10,6 @@ class TwoCaptcha(AntigateProvider):
     type_name = "twocaptcha"
     service_names = ("2Captcha", "2Captcha.com")
     default_base_url = "https://api.2captcha.com"
-    # 2Captcha's payment page.
+    # 2Captcha's payment page: its API docs give no billing page; this is the address
+    # open-source clients link.
     top_up_url = "https://2captcha.com/pay"
