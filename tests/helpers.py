@@ -23,10 +23,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from exporter.config import Config, build_config
+from exporter.demo import SimAccount, Simulator
+from exporter.engine import Engine, Snapshot
 from exporter.model import Reading
 from exporter.providers.base import Provider
 from exporter.settings import AccountSettings
-from exporter.upstream import AccountHttp
+from exporter.upstream import AccountHttp, Upstream
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -61,6 +63,22 @@ def http_json_account(url: str, key: str, **more: Any) -> dict[str, Any]:
         "values": more.pop("values", {"balance_usd": "balance"}),
         **more,
     }
+
+
+async def collect_accounts(upstream: Upstream, *settings: dict[str, Any]) -> list[Snapshot]:
+    """One collection of the accounts defined so, the environment left out of the config."""
+    config = build_config({"accounts": list(settings)}, source="test", environ={})
+    return await Engine(config, upstream).collect()
+
+
+async def collect_one(
+    simulator: Simulator, upstream: Upstream, settings: dict[str, Any], *answers: Any
+) -> Snapshot:
+    """One collection of the account `settings`, the simulator's JSON API answering its
+    api_key with `answers` in turn (its default balance after them)."""
+    simulator.add("json", SimAccount(settings["api_key"]).then(*answers))
+    [snapshot] = await collect_accounts(upstream, settings)
+    return snapshot
 
 
 def samples(exposition: str) -> Samples:

@@ -14,10 +14,10 @@ from aiohttp import web
 from exporter.config import build_config
 from exporter.configfile import ConfigError
 from exporter.demo import SimAccount, Simulator, respond
-from exporter.engine import Engine, Snapshot
+from exporter.engine import Engine
 from exporter.model import Credit, Reading, Reason
 from exporter.upstream import Upstream
-from tests.helpers import http_json_account
+from tests.helpers import collect_accounts, collect_one, http_json_account
 
 KEY = "answers-key-0123456789abcdef"
 CLIENT_ID = "client-id-0123456789"
@@ -27,19 +27,6 @@ def account(url: str, **more: Any) -> dict[str, Any]:
     return http_json_account(
         url, KEY, cache_ttl="0s", request={"headers": {"Authorization": "Bearer {api_key}"}}, **more
     )
-
-
-async def collect(upstream: Upstream, *settings: dict[str, Any]) -> list[Snapshot]:
-    config = build_config({"accounts": list(settings)}, source="test", environ={})
-    return await Engine(config, upstream).collect()
-
-
-async def collect_one(
-    simulator: Simulator, upstream: Upstream, settings: dict[str, Any], *answers: Any
-) -> Snapshot:
-    simulator.add("json", SimAccount(KEY).then(*answers))
-    [snapshot] = await collect(upstream, settings)
-    return snapshot
 
 
 def problems_of(settings: dict[str, Any]) -> list[str]:
@@ -109,8 +96,8 @@ async def test_headers_and_body_together_and_in_error(
     good = respond(200, {"used": 250}, headers={"X-Limit": "1000"})
     revoked = respond(200, {"used": 250}, headers={"X-Limit": "1000", "X-Error": "key-revoked"})
     simulator.add("json", SimAccount(KEY).then(good, revoked))
-    [first] = await collect(upstream, settings)
-    [second] = await collect(upstream, settings)
+    [first] = await collect_accounts(upstream, settings)
+    [second] = await collect_accounts(upstream, settings)
     assert first.outcome.reading == Reading(credits=(Credit("requests", "monthly", 750.0),))
     assert second.outcome.reason is Reason.AUTH
 
@@ -340,7 +327,9 @@ async def test_a_refused_client_is_a_rejected_key(
     token_service: tuple[TokenService, str], upstream: Upstream, credentials: str
 ) -> None:
     _, url = token_service
-    [snapshot] = await collect(upstream, oauth_account(url, credentials, client_id="someone-else"))
+    [snapshot] = await collect_accounts(
+        upstream, oauth_account(url, credentials, client_id="someone-else")
+    )
     assert snapshot.outcome.reason is Reason.AUTH
     assert snapshot.outcome.error is not None
     assert snapshot.outcome.error.cause == "login: HTTP 400, error invalid_client"
@@ -352,7 +341,7 @@ async def test_a_login_error_not_listed_is_the_providers(
     _, url = token_service
     settings = oauth_account(url, "form")
     settings["login"]["request"]["form"]["grant_type"] = "password"
-    [snapshot] = await collect(upstream, settings)
+    [snapshot] = await collect_accounts(upstream, settings)
     assert snapshot.outcome.reason is Reason.PROVIDER_ERROR
     assert snapshot.outcome.error is not None
     assert snapshot.outcome.error.cause == "login: HTTP 400, error field set"
@@ -404,9 +393,9 @@ async def test_a_login_whose_token_comes_in_a_header(
             "lifetime": "10m",
         },
     )
-    [snapshot] = await collect(upstream, settings)
+    [snapshot] = await collect_accounts(upstream, settings)
     assert snapshot.outcome.reading == Reading(balance_usd=12.5)
     assert issued == ["session-0-abcdefgh"]
     wrong = {**settings, "secrets": {"client_id": {"value": "someone-else"}}}
-    [refused] = await collect(upstream, wrong)
+    [refused] = await collect_accounts(upstream, wrong)
     assert refused.outcome.reason is Reason.AUTH

@@ -20,10 +20,10 @@ from exporter.config import build_config
 from exporter.configfile import ConfigError
 from exporter.demo import SimAccount, Simulator, respond
 from exporter.demo.json_apis import JsonAccount
-from exporter.engine import Engine, Snapshot
+from exporter.engine import Engine
 from exporter.model import Credit, Reading, Reason
 from exporter.upstream import Upstream
-from tests.helpers import http_json_account
+from tests.helpers import collect_accounts, collect_one, http_json_account
 
 KEY = "reach-key-0123456789abcdef"
 SID = "AC-reach-sid-9876543210"
@@ -31,19 +31,6 @@ SID = "AC-reach-sid-9876543210"
 
 def account(url: str, **more: Any) -> dict[str, Any]:
     return http_json_account(url, KEY, cache_ttl="0s", **more)
-
-
-async def collect(upstream: Upstream, *settings: dict[str, Any]) -> list[Snapshot]:
-    config = build_config({"accounts": list(settings)}, source="test", environ={})
-    return await Engine(config, upstream).collect()
-
-
-async def collect_one(
-    simulator: Simulator, upstream: Upstream, settings: dict[str, Any], *answers: Any
-) -> Snapshot:
-    simulator.add("json", SimAccount(KEY).then(*answers))
-    [snapshot] = await collect(upstream, settings)
-    return snapshot
 
 
 def text(status: int, body: str) -> Any:
@@ -240,7 +227,7 @@ async def test_arithmetic(
         values={"daily_limit_remaining": expression},
     )
     simulator.add("json", JsonAccount(KEY, payload=payload))
-    [snapshot] = await collect(upstream, settings)
+    [snapshot] = await collect_accounts(upstream, settings)
     if expected is None:
         assert snapshot.outcome.reason is Reason.INVALID_RESPONSE
     else:
@@ -434,7 +421,7 @@ async def test_a_failed_login(
 ) -> None:
     login, url = service
     login.login_answer = answer
-    [snapshot] = await collect(upstream, login_account(url, lifetime="10m"))
+    [snapshot] = await collect_accounts(upstream, login_account(url, lifetime="10m"))
     assert snapshot.outcome.reason is reason
     assert snapshot.outcome.error is not None
     assert snapshot.outcome.error.cause.startswith(cause)
@@ -447,7 +434,7 @@ async def test_a_mapped_status_means_the_same_from_the_login(
     login, url = service
     login.login_answer = lambda: web.json_response({}, status=403)
     settings = {**login_account(url, lifetime="10m"), "status_reasons": {403: "rate_limited"}}
-    [snapshot] = await collect(upstream, settings)
+    [snapshot] = await collect_accounts(upstream, settings)
     assert snapshot.outcome.reason is Reason.RATE_LIMITED
     assert snapshot.outcome.error is not None
     assert snapshot.outcome.error.cause == "login: HTTP 403"
@@ -463,7 +450,7 @@ async def test_nothing_about_a_request_carries_its_secrets(
         secrets={"account_sid": {"value": SID}},
     )
     caplog.set_level(logging.DEBUG)
-    [snapshot] = await collect(upstream, settings)
+    [snapshot] = await collect_accounts(upstream, settings)
     assert snapshot.outcome.reason is Reason.CONNECTION
     assert snapshot.outcome.error is not None
     shown = [str(snapshot.outcome.error), repr(snapshot.outcome.error), caplog.text]
