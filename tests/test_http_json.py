@@ -372,6 +372,11 @@ CREDITS = BALANCE + "      credits:\n"
             variant("{Authorization:", "{Host: api.example.com, Authorization:"),
             "cfg.yml:7: accounts[0].request.headers: Host is set by the HTTP client",
         ),
+        # Only the encodings the client decodes within the 1 MiB cap are asked for.
+        (
+            variant("{Authorization:", "{Accept-Encoding: br, Authorization:"),
+            "cfg.yml:7: accounts[0].request.headers: Accept-Encoding is set by the HTTP client",
+        ),
         (
             variant("{Authorization:", '{"Bad Name": x, Authorization:'),
             "cfg.yml:7: accounts[0].request.headers: 'Bad Name' is not a valid header name",

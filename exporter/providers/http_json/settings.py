@@ -47,8 +47,11 @@ MAX_SECRETS = 10
 ANSWERED_BY_HTTP = frozenset({429, 502, 503, 504})
 # Nor can 401/403 be ok: they are a rejected key, or what `status_reasons` says they are.
 NEVER_OK = ANSWERED_BY_HTTP | {401, 403}
-# The request framing is the HTTP client's job; a configured one would fight it.
-RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+# The request framing is the HTTP client's job; a configured one would fight it. So are the
+# encodings asked for: only those the client decodes within the body cap (gzip, deflate).
+RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
+)
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}\Z")
 HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e\t]*\Z")
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
