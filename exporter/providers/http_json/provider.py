@@ -176,7 +176,7 @@ class HttpJson(Provider):
             # A text answer's `error` reads any text: a 404 says nothing of the service there.
             text_404 = self._pattern is not None and answer.status == NOT_FOUND
             read = None if text_404 else self._error
-            refused = _refusal(answer, read, self._error_reasons, self._document, "")
+            refused = _refusal(answer, read, self._error_reasons, self._document)
             if answer.status == NOT_FOUND and refused.reason is Reason.HTTP:
                 raise CollectError(Reason.HTTP, self.not_found(self.config.request))
             raise refused
@@ -241,9 +241,7 @@ class HttpJson(Provider):
             if self._login_error is None or answer.status in self._refused_unread:
                 error = self._status_error(answer)
             else:
-                error = _refusal(
-                    answer, self._login_error, self._login_error_reasons, Answer.json, ""
-                )
+                error = _refusal(answer, self._login_error, self._login_error_reasons, Answer.json)
             if answer.status == NOT_FOUND and error.reason is Reason.HTTP:
                 error = CollectError(Reason.HTTP, self.not_found(login.request))
             raise CollectError(error.reason, f"login: {error.cause}")
@@ -374,7 +372,6 @@ def _refusal(
     error: ParsedResult | None,
     reasons: Mapping[str, Reason],
     document: Callable[[Answer], Any],
-    prefix: str,
 ) -> CollectError:
     """A client error that says so in its `error` field is the provider's; others, HTTP's.
 
@@ -387,9 +384,8 @@ def _refusal(
         except CollectError:
             flagged = None
         if flagged is not None:
-            return _error_for(flagged, reasons, f"{prefix}HTTP {answer.status}, ")
-    refused = status_error(answer)
-    return CollectError(refused.reason, prefix + refused.cause)
+            return _error_for(flagged, reasons, f"HTTP {answer.status}, ")
+    return status_error(answer)
 
 
 def _error_for(value: object, reasons: Mapping[str, Reason], prefix: str) -> CollectError:
