@@ -39,7 +39,7 @@ def landing_page(
     now = engine.clock.wall()
     seen = [_seen(state, now) for state in engine.states.values()]
     # Problems first (down, then nearly empty, then low), each group in config order.
-    seen.sort(key=lambda account: account.rank)
+    seen.sort(key=lambda account: _RANKS[account.status])
     rows = "\n".join(account.row for account in seen)
     return PAGE.format(
         version=_text(__version__),
@@ -54,7 +54,6 @@ def landing_page(
 @dataclass(frozen=True, slots=True)
 class _Seen:
     status: str  # down, nearly empty, low, pending, up
-    rank: int
     row: str
 
 
@@ -128,7 +127,7 @@ def _seen(state: AccountState, now: float) -> _Seen:
         f"</td><td>{_text(account.provider_type)}</td>"
         f'<td class="{_CLASSES[status]}">{status}{pay}</td>{figures}<td>{error}</td></tr>'
     )
-    return _Seen(status, _RANKS[status], row)
+    return _Seen(status, row)
 
 
 _CLASSES = {
