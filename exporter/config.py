@@ -168,6 +168,7 @@ def load_config(
     source = str(path)
     text = read_config_file(path)
     env = os.environ if environ is None else environ
+    raw_text = text
     if expand_env:
         text = expand_env_references(text, source, env)
     try:
@@ -178,8 +179,14 @@ def load_config(
         raise ConfigError(
             source, _hint_expand_env(error.problems, text), secrets=error.secrets
         ) from None
+    # A key that `${VAR}` brought in from the environment is not written in the file.
+    from_env = _expanded_values(raw_text, env) if expand_env else frozenset()
     mode = _mode(path)
-    if mode & 0o077 and any(a.settings.api_key is not None for a in config.accounts):
+    if mode & 0o077 and any(
+        a.settings.api_key is not None
+        and a.settings.api_key.get_secret_value().strip() not in from_env
+        for a in config.accounts
+    ):
         literal = (
             f"{source}: holds literal api_key values and is readable by group or others "
             f"(mode {stat.filemode(mode)}); prefer api_key_file or api_key_env, or chmod 600"
@@ -188,6 +195,14 @@ def load_config(
             config.source, config.global_settings, config.accounts, (*config.warnings, literal)
         )
     return config
+
+
+def _expanded_values(text: str, environ: Mapping[str, str]) -> frozenset[str]:
+    """What each `${VAR}` of the text expands to (as `expand_env_references` expands it)."""
+    return frozenset(
+        environ.get(match.group(1), match.group(2) or "").strip()
+        for match in ENV_REFERENCE_RE.finditer(text)
+    )
 
 
 def _hint_expand_env(problems: Sequence[Problem], text: str) -> list[Problem]:

@@ -91,3 +91,16 @@ def test_the_flag_on_the_command_line(
     args = ["--config.check", "--config.expand-env", "--config.file", str(path)]
     assert cli.check(cli.parse_args(args)) == 0
     assert "env-key-0123456789" not in capsys.readouterr().out
+
+
+def test_a_key_taken_from_the_environment_is_not_a_literal_key_in_the_file(
+    tmp_path: Path,
+) -> None:
+    path = write_config(tmp_path, CONFIG)
+    path.chmod(0o644)
+    env = {"TWOCAPTCHA_KEY": "env-key-0123456789", "BASE_URL": "http://127.0.0.1:9"}
+    assert load_config(path, expand_env=True, environ=env).warnings == ()
+    literal = CONFIG + "  - {name: other, provider: datalabs, api_key: kkkkkkkk}\n"
+    path.write_text(literal, encoding="utf-8")
+    [warning] = load_config(path, expand_env=True, environ=env).warnings
+    assert "literal api_key" in warning
