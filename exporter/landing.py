@@ -246,7 +246,7 @@ td, th {{ border-bottom: 1px solid #d8dee4; padding: 0.25em 0.6em; text-align: l
   vertical-align: top; }}
 th {{ position: sticky; top: 0; background: #f6f8fa; border-bottom: 2px solid #d0d7de; }}
 small {{ color: #57606a; white-space: nowrap; }}
-td {{ overflow-wrap: break-word; }} td:nth-child(7) {{ white-space: nowrap; }}
+td {{ overflow-wrap: break-word; }}
 
 .up {{ color: #1a7f37; }} .ok {{ color: #57606a; }}
 .down, .empty {{ color: #cf222e; font-weight: 600; }} .low {{ color: #bc4c00; font-weight: 600; }}

@@ -7,13 +7,15 @@ tests skip with the reason when it is missing.
 from __future__ import annotations
 
 import asyncio
+import html
+import json
 import tempfile
 import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 
 from exporter.config import Config, load_config
 from exporter.demo import SimAccount, Simulator, delay
@@ -44,14 +46,15 @@ def chromium() -> str:
     return require_tool("chromium", "chromium-browser", package="chromium package")
 
 
-async def browser_dom(url: str) -> str:
-    """The page's DOM after Chromium has loaded and parsed it."""
+async def browser_dom(url: str, *flags: str) -> str:
+    """The page's DOM after Chromium has loaded and parsed it (and run its scripts)."""
     browser = chromium()
     with tempfile.TemporaryDirectory() as profile:
         process = await asyncio.create_subprocess_exec(
             browser,
             *BROWSER_FLAGS,
             f"--user-data-dir={profile}",
+            *flags,
             "--dump-dom",
             url,
             stdout=asyncio.subprocess.PIPE,
@@ -238,6 +241,49 @@ async def test_a_later_failure_keeps_the_figures_with_their_age(
     assert '<td class="stale">7.25 USD</td>' in row
     assert '<span class="stale-tag">stale</span>' in row
     assert "<td>auth: " in row
+
+
+# Run in the page as the browser lays it out: the text of every cell whose content is wider
+# than the cell, so spills over its neighbour.
+OVERFLOW_PROBE = """<script>
+const spilled = [...document.querySelectorAll("tbody td")]
+  .filter((cell) => cell.scrollWidth > cell.clientWidth + 1)
+  .map((cell) => cell.textContent.trim());
+document.body.insertAdjacentHTML(
+  "beforeend", `<pre id="spilled">${JSON.stringify(spilled)}</pre>`);
+</script>"""
+
+
+async def test_no_cell_spills_into_the_next_at_1280_pixels(
+    simulator: Simulator, upstream: Upstream, tmp_path: Path
+) -> None:
+    simulator.add("capmonster", SimAccount("landing-spill-key-01", balance=7.25))
+    base_url = simulator.base_url("capmonster")
+    config = {
+        "accounts": [
+            account("long-down", "capmonster", "landing-spill-key-01", base_url, cache_ttl="0s"),
+            account("long-up", "capmonster", "landing-spill-key-02", base_url, cache_ttl="0s"),
+        ]
+    }
+    simulator.add("capmonster", SimAccount("landing-spill-key-02", balance=3.5))
+    path = write_config(tmp_path, config)
+    clock = FrozenClock()
+    engine = Engine(load_config(path), upstream, clock)
+    await engine.collect()
+    # One account down for hours; the figures of both are hours old.
+    del simulator.accounts["capmonster"]["landing-spill-key-01"]
+    clock.advance(21 * 3600 + 28 * 60)
+    await engine.collect(["long-down"])
+    exporter = Exporter(engine, loader=lambda: load_config(path))
+    async with TestClient(TestServer(exporter.app, host="127.0.0.1")) as client:
+        page = await (await client.get("/")).text()
+    assert '<span class="stale-tag">stale</span> 21 h 28 min ago' in page
+    assert page.count("21 h 28 min ago") == 2
+    measured = tmp_path / "landing.html"
+    measured.write_text(page.replace("</body>", OVERFLOW_PROBE + "</body>"), encoding="utf-8")
+    dom = await browser_dom(measured.as_uri(), "--window-size=1280,1600")
+    spilled = dom.rsplit('<pre id="spilled">', 1)[1].split("</pre>")[0]
+    assert json.loads(html.unescape(spilled)) == []
 
 
 async def test_reload_success_clears_the_notice(simulator: Simulator, make_exporter: Any) -> None:
