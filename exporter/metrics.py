@@ -485,8 +485,8 @@ def plain_exposition(metrics: Iterable[Metric], openmetrics: bool) -> str | None
     return "".join(out)
 
 
-class _Collected(Collector):
-    """Metrics already collected, for prometheus_client to write."""
+class Collected(Collector):
+    """Metrics already collected, for prometheus_client to write (as many times as asked)."""
 
     def __init__(self, metrics: list[Metric]) -> None:
         self._metrics = metrics
@@ -529,7 +529,7 @@ def render(collectors: Iterable[Collector], accept: str | None) -> tuple[bytes, 
             metrics = list(collector.collect())
             text = plain_exposition(metrics, openmetrics)
             if text is None:
-                pending.append(_Collected(metrics))
+                pending.append(Collected(metrics))
             else:
                 flush()
                 parts.append(text.encode())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from prometheus_client import (
     PROCESS_COLLECTOR,
     CollectorRegistry,
 )
-from prometheus_client.core import CounterMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.core import CounterMetricFamily, SummaryMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
@@ -29,7 +28,13 @@ from exporter.demo.antigate import AntigateAccount
 from exporter.demo.json_apis import JsonAccount
 from exporter.demo.ocean import OceanAccount
 from exporter.engine import Engine
-from exporter.metrics import AccountCollector, ExporterCollector, ReloadStatus, render
+from exporter.metrics import (
+    AccountCollector,
+    Collected,
+    ExporterCollector,
+    ReloadStatus,
+    render,
+)
 from exporter.upstream import Upstream
 from tests.conftest import ExporterFactory
 from tests.helpers import FrozenClock, account, assert_promtool_accepts_metrics
@@ -190,16 +195,6 @@ ACCEPT_HEADERS = [
 ]
 
 
-class Frozen(Collector):
-    """Metrics collected once, the same to every writer."""
-
-    def __init__(self, metrics: list[Metric]) -> None:
-        self._metrics = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self._metrics)
-
-
 def awkward_labels(simulator: Simulator) -> list[dict[str, object]]:
     """Label values with a quote, a backslash and non-ASCII text, which need escaping."""
     simulator.add(
@@ -292,10 +287,10 @@ async def test_own_renderer_writes_what_prometheus_client_writes(
         collectors: list[Collector] = [
             AccountCollector(chosen),
             ExporterCollector(lambda: reload_status),
-            Frozen(runtime),
-            Frozen([summary]),
-            Frozen([created]),
-            Frozen(runtime),  # after those, in the order given
+            Collected(runtime),
+            Collected([summary]),
+            Collected([created]),
+            Collected(runtime),  # after those, in the order given
         ]
         body, content_type = render(collectors, accept)
         registry = CollectorRegistry(auto_describe=False)
