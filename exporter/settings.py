@@ -101,13 +101,19 @@ LabelValue = Annotated[
 ]
 
 
-def check_base_url(value: str) -> str:
-    """An http(s) origin plus path; no credentials, query or fragment, no trailing slash."""
-    url = URL(value)
+def check_http_url(url: URL, with_credentials: str) -> None:
+    """An http(s) URL with a host and no user or password; `with_credentials` is the error
+    when it has them, saying what to do instead for this kind of URL."""
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError("must be an http:// or https:// URL with a host")
     if url.user is not None or url.password is not None:
-        raise ValueError("must not carry credentials; use api_key_file or api_key_env")
+        raise ValueError(with_credentials)
+
+
+def check_base_url(value: str) -> str:
+    """An http(s) origin plus path; no credentials, query or fragment, no trailing slash."""
+    url = URL(value)
+    check_http_url(url, "must not carry credentials; use api_key_file or api_key_env")
     if url.query_string or url.fragment:
         raise ValueError("must not have a query string or fragment")
     return value.rstrip("/")
@@ -119,11 +125,7 @@ BaseUrl = Annotated[str, AfterValidator(check_base_url)]
 def check_top_up_url(value: str) -> str:
     """A page a person opens to pay: an http(s) URL with a host and no credentials."""
     _no_control_characters(value)
-    url = URL(value)
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError("must be an http:// or https:// URL with a host")
-    if url.user is not None or url.password is not None:
-        raise ValueError("must not carry credentials: it is shown on every alert and page")
+    check_http_url(URL(value), "must not carry credentials: it is shown on every alert and page")
     return value
 
 

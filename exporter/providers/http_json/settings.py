@@ -35,6 +35,7 @@ from exporter.settings import (
     SecretName,
     SecretSource,
     Strict,
+    check_http_url,
 )
 
 PLACEHOLDER = "{api_key}"
@@ -118,10 +119,7 @@ def check_request_url(value: str) -> str:
         url = URL(value)
     except ValueError:
         raise ValueError("not a URL") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError("must be an http:// or https:// URL with a host")
-    if url.user is not None or url.password is not None:
-        raise ValueError("must not carry credentials; use basic_auth with placeholders")
+    check_http_url(url, "must not carry credentials; use basic_auth with placeholders")
     if url.fragment:
         raise ValueError("must not have a fragment")
     return value
