@@ -19,7 +19,7 @@ from aiohttp import web
 
 from exporter import __version__, debug, logs, once
 from exporter.config import Config, load_config
-from exporter.configfile import ConfigError, attempt
+from exporter.configfile import ConfigError, Problem, attempt
 from exporter.connections import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -235,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 SECRET_KEYS = frozenset({"api_key", "api_key_env", "api_key_file", "secrets"})
+SECRET_SOURCES = frozenset({"api_key_env", "api_key_file", "env", "file"})
 
 
 def config_loader(args: argparse.Namespace, *, at_start: bool = True) -> Callable[[str], Config]:
@@ -258,6 +259,13 @@ def config_loader(args: argparse.Namespace, *, at_start: bool = True) -> Callabl
     return load_or_explain
 
 
+def _names_an_unreadable_secret(problem: Problem) -> bool:
+    """A key's file or variable that could not be read; not a key that is there but wrong
+    (written as `${VAR}`, of the wrong shape), whose own line says how to fix it."""
+    loc = [str(part) for part in problem.loc]
+    return bool(loc) and bool(SECRET_KEYS.intersection(loc)) and loc[-1] in SECRET_SOURCES
+
+
 def refusal_notes(error: ConfigError, path: str, args: argparse.Namespace) -> list[str]:
     notes = []
     if not os.path.lexists(path):
@@ -265,7 +273,7 @@ def refusal_notes(error: ConfigError, path: str, args: argparse.Namespace) -> li
             f"no config file {path}: write one (docs/configuration.md), give its path with "
             "--config.file PATH, or try the exporter on simulated accounts with --demo"
         )
-    unreadable = [p for p in error.problems if SECRET_KEYS.intersection(map(str, p.loc))]
+    unreadable = [p for p in error.problems if _names_an_unreadable_secret(p)]
     if unreadable:
         what = "the secret" if len(unreadable) == 1 else f"these {len(unreadable)} secrets"
         action = "nothing is collected" if args.collect_once else "the exporter does not start"

@@ -183,6 +183,25 @@ def test_every_missing_secret_is_listed_at_once(
     assert len(lines) == 5
 
 
+def test_a_key_that_is_there_but_wrong_is_not_called_unreadable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Written as ${VAR} without --config.expand-env, a secret of the wrong shape: each has its
+    # own fix on its line; neither is a file or variable that could not be read.
+    path = write_config(
+        tmp_path,
+        "accounts:\n"
+        "  - {name: a, provider: twocaptcha, api_key: '${TWOCAPTCHA_KEY}'}\n"
+        "  - {name: b, provider: twilio, api_key: twilio-token-01234, secrets: {account_sid: AC1}}\n",
+    )
+    assert cli.main(["--config.file", str(path), "--config.check"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[1] for line in lines] == [
+        "accounts[0].api_key",
+        "accounts[1].secrets.account_sid",
+    ]
+
+
 def test_a_reload_is_not_told_it_does_not_start(tmp_path: Path) -> None:
     path = write_config(tmp_path, MISSING_SECRETS)
     args = cli.parse_args(["--config.file", str(path)])
