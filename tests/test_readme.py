@@ -590,3 +590,49 @@ def test_the_grouping_the_docs_name_is_the_example_configs() -> None:
     said = f"groups by {', '.join(labels[:-1])} and {labels[-1]}"
     text = " ".join((ROOT / "docs" / "alerts.md").read_text(encoding="utf-8").split())
     assert said in text
+
+
+# -- the problems a shown config gets are the ones shown ------------------------------------
+
+
+def shown_checks(path: Path) -> Iterator[tuple[int, str, list[str], list[str]]]:
+    """Each `--config.check` console block with output that follows a YAML config in the
+    same section: its line, the config, the command's arguments and the lines it shows."""
+    config: str | None = None
+    blocks = re.finditer(r"^(#+ [^\n]*|```(\w*)\n(.*?)^```)", path.read_text(), re.M | re.S)
+    for block in blocks:
+        if block.group(1).startswith("#"):
+            config = None
+        elif block.group(2) == "yaml":
+            config = block.group(3)
+        elif block.group(2) == "console" and config is not None:
+            command, *shown = block.group(3).splitlines()
+            if "--config.check" in command and shown:
+                line = path.read_text()[: block.start()].count("\n") + 1
+                yield line, config, shlex.split(command.removeprefix("$ "))[1:], shown
+
+
+def test_the_problems_shown_for_a_config_are_the_ones_it_gets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter import cli
+
+    checked = 0
+    for path in documentation():
+        for line, config, args, shown in shown_checks(path):
+            where = tmp_path / str(checked)
+            where.mkdir()
+            (where / "apibalance.yml").write_text(config)
+            (where / "apibalance.yml").chmod(0o600)
+            monkeypatch.chdir(where)
+            for name in re.findall(r"api_key_env: (\w+)", config):
+                monkeypatch.delenv(name, raising=False)
+            assert cli.main(args) == 1
+            got = capsys.readouterr().err.splitlines()
+            # "..." in a shown line stands for the part left out (the list of every provider).
+            patterns = [re.escape(text).replace(re.escape(" ... "), " .* ") for text in shown]
+            assert len(got) == len(shown), (f"{path.name}:{line}", got)
+            for pattern, text in zip(patterns, got, strict=True):
+                assert re.fullmatch(pattern, text), (f"{path.name}:{line}", text)
+            checked += 1
+    assert checked >= 2
