@@ -65,6 +65,24 @@ def http_json_account(url: str, key: str, **more: Any) -> dict[str, Any]:
     }
 
 
+def simulated_json_account(
+    simulator: Simulator, name: str, key: str, **settings: Any
+) -> dict[str, Any]:
+    """An http_json account `name` asking the simulator's JSON API (/v1/balance, its key as a
+    bearer token) for balance_usd; `settings` add to or replace its definition."""
+    return {
+        "name": name,
+        "provider": "http_json",
+        "api_key": key,
+        "request": {
+            "url": simulator.base_url("json") + "/v1/balance",
+            "headers": {"Authorization": "Bearer {api_key}"},
+        },
+        "values": {"balance_usd": "balance"},
+        **settings,
+    }
+
+
 async def collect_accounts(upstream: Upstream, *settings: dict[str, Any]) -> list[Snapshot]:
     """One collection of the accounts defined so, the environment left out of the config."""
     config = build_config({"accounts": list(settings)}, source="test", environ={})

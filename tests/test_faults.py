@@ -43,7 +43,14 @@ from tests.faults import (
     trickle,
     truncated_body,
 )
-from tests.helpers import account, assert_promtool_accepts_metrics, samples, value, write_config
+from tests.helpers import (
+    account,
+    assert_promtool_accepts_metrics,
+    samples,
+    simulated_json_account,
+    value,
+    write_config,
+)
 
 CANARY = "CANARY-9d1e4c7b2a-KEY"
 CANARY_SECRET = "CANARY-SECRET-4e8a1f0c63"
@@ -209,18 +216,7 @@ def healthy_accounts(simulator: Simulator) -> tuple[list[dict[str, Any]], dict[s
         balances[f"ok-{provider}"] = balance
         if provider == "http_json":
             simulator.add("json", SimAccount(key, balance=balance))
-            accounts.append(
-                {
-                    "name": f"ok-{provider}",
-                    "provider": provider,
-                    "api_key": key,
-                    "request": {
-                        "url": simulator.base_url("json") + "/v1/balance",
-                        "headers": {"Authorization": "Bearer {api_key}"},
-                    },
-                    "values": {"balance_usd": "balance"},
-                }
-            )
+            accounts.append(simulated_json_account(simulator, f"ok-{provider}", key))
             continue
         simulator.add(provider, SimAccount(key, balance=balance))
         accounts.append(account(f"ok-{provider}", provider, key, simulator.base_url(provider)))
@@ -363,18 +359,7 @@ def faulty_json_account(simulator: Simulator, fault: Fault, **settings: Any) -> 
     """An `http_json` account "faulty" whose every answer is `fault`; `settings` add to or
     replace its definition (`values`, `response`)."""
     simulator.add("json", SimAccount(CANARY, chaos=[(1.0, fault)]))
-    return {
-        "name": "faulty",
-        "provider": "http_json",
-        "api_key": CANARY,
-        "cache_ttl": "0s",
-        "request": {
-            "url": simulator.base_url("json") + "/v1/balance",
-            "headers": {"Authorization": "Bearer {api_key}"},
-        },
-        "values": {"balance_usd": "balance"},
-        **settings,
-    }
+    return simulated_json_account(simulator, "faulty", CANARY, cache_ttl="0s", **settings)
 
 
 async def assert_down_within_budget_beside_the_healthy(
