@@ -235,6 +235,17 @@ class SecretSource(Strict):
     env: EnvName | None = None
     value: SecretStr | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_source(cls, data: object) -> object:
+        # `account_sid: AC...` is the natural first try; say how instead of "not a dict".
+        if not isinstance(data, dict | SecretSource):
+            raise ValueError(
+                "a secret is read like the key: write {env: NAME}, {file: PATH} or, "
+                "discouraged, {value: ...}"
+            )
+        return data
+
     @model_validator(mode="after")
     def _one_source(self) -> Self:
         return exactly_one(self, ("file", "env", "value"))

@@ -655,3 +655,15 @@ def test_an_unknown_key_that_looks_like_markup_is_named_as_written() -> None:
         'global:\n  "<script>": 1\naccounts:\n  - {name: a, provider: twocaptcha, api_key_env: K}\n'
     )
     assert problems_of(text, K="k-123456") == ["cfg.yml:2: global.<script>: unknown key"]
+
+
+def test_a_secret_written_as_a_bare_value_says_how_to_write_it() -> None:
+    text = (
+        "accounts:\n  - name: a\n    provider: twilio\n    api_key: kkkkkkkk\n"
+        "    secrets: {account_sid: AC0123456789secret}\n"
+    )
+    [line] = problems_of(text)
+    assert line == (
+        "cfg.yml:5: accounts[0].secrets.account_sid: a secret is read like the key: write "
+        "{env: NAME}, {file: PATH} or, discouraged, {value: ...}"
+    )
