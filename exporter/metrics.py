@@ -306,8 +306,25 @@ def info_labels(account: Account) -> dict[str, str]:
 def info_sample(account: Account) -> str:
     """The account's apibalance_account_info line, labels sorted as prometheus_client sorts
     them."""
-    pairs = sorted(info_labels(account).items())
-    text = ",".join(f'{name}="{_escape_value(value)}"' for name, value in pairs)
+    return _info_line(
+        account.provider_type, account.name, account.labels, account.service, account.top_up_url
+    )
+
+
+# The line is the same on every scrape until the config changes; sorting and escaping its
+# labels anew was a tenth of a cached scrape of 1000 accounts. Keyed by what the line shows.
+@functools.lru_cache(maxsize=4096)
+def _info_line(
+    provider_type: str,
+    name: str,
+    labels: tuple[tuple[str, str], ...],
+    service: str,
+    top_up_url: str | None,
+) -> str:
+    pairs = {"provider": provider_type, "account": name, **dict(labels), "service": service}
+    if top_up_url is not None:
+        pairs["top_up_url"] = top_up_url
+    text = ",".join(f'{key}="{_escape_value(value)}"' for key, value in sorted(pairs.items()))
     return f"{INFO.name}{{{text}}} 1.0\n"
 
 
