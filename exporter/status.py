@@ -64,7 +64,6 @@ class Shortfall:
     left: float
     below: float
     level: Level
-    currency: str | None = None  # money only
 
     @property
     def word(self) -> str:
@@ -144,9 +143,9 @@ def _money(account: Account, reading: Reading, currency: str | None) -> Iterator
     if low is not None and low[1] == in_currency:
         level = _judge(amount, low[0])
         if level is not None:
-            yield Shortfall("money", in_currency, amount, low[0], level, in_currency)
+            yield Shortfall("money", in_currency, amount, low[0], level)
     elif low is None and in_currency == USD and amount < DEFAULT_USD_NEARLY_EMPTY:
-        yield Shortfall("money", USD, amount, DEFAULT_USD_NEARLY_EMPTY, Level.NEARLY_EMPTY, USD)
+        yield Shortfall("money", USD, amount, DEFAULT_USD_NEARLY_EMPTY, Level.NEARLY_EMPTY)
 
 
 def _credits(
