@@ -11,6 +11,7 @@ import ast
 import asyncio
 import glob
 import importlib.util
+import itertools
 import os
 import re
 import shlex
@@ -636,3 +637,47 @@ def test_the_problems_shown_for_a_config_are_the_ones_it_gets(
                 assert re.fullmatch(pattern, text), (f"{path.name}:{line}", text)
             checked += 1
     assert checked >= 2
+
+
+def paragraphs(path: Path) -> Iterator[tuple[int, str, str]]:
+    """Each paragraph of prose (outside code blocks) and the start of what follows it."""
+    blocks: list[tuple[int, str]] = []
+    current: list[str] = []
+    start = 0
+    fenced = False
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip().startswith("```"):
+            if not fenced and current:
+                blocks.append((start, "\n".join(current)))
+                current = []
+            if not fenced:
+                blocks.append((number, line.strip()))
+            fenced = not fenced
+        elif fenced:
+            continue
+        elif not line.strip():
+            if current:
+                blocks.append((start, "\n".join(current)))
+                current = []
+        else:
+            if not current:
+                start = number
+            current.append(line)
+    if current:
+        blocks.append((start, "\n".join(current)))
+    for (at, text), (_, following) in itertools.pairwise(blocks):
+        yield at, text, following
+
+
+def test_what_a_paragraph_announces_follows_it() -> None:
+    # "Panels, top to bottom:" then a paragraph on something else reads as a list lost.
+    lost = [
+        f"{path.name}:{line}: {text.splitlines()[-1]!r} is followed by {following[:40]!r}"
+        for path in documentation()
+        for line, text, following in paragraphs(path)
+        if text.rstrip().endswith(":")
+        and not text.lstrip().startswith(("|", "#"))
+        and not following.startswith("    ")  # an indented code block
+        and not following.lstrip().startswith(("- ", "* ", "1. ", "|", "```", ">"))
+    ]
+    assert lost == []
