@@ -14,6 +14,7 @@ redactor (`Config.secret_values`).
 from __future__ import annotations
 
 import os
+import re
 import stat
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -154,6 +155,8 @@ class Config:
 
 
 TOP_LEVEL_KEYS = ("global", "accounts")
+# An environment variable as a shell writes it; no key is an upper-case name after a `$`.
+SHELL_VARIABLE_RE = re.compile(r"\$([A-Z_][A-Z0-9_]*)")
 EXPAND_ENV_FLAG = "--config.expand-env"
 
 
@@ -343,8 +346,14 @@ def _secrets_in_places(
                     places += [(source.get(key), key) for key in _SOURCE_PLACES]
         places += [(password, "value") for password in _basic_auth_passwords(raw)]
         for value, kind in places:
-            # `${VAR}` unexpanded is a variable's name, which the problem is about.
-            if isinstance(value, str) and value and not ENV_REFERENCE_RE.fullmatch(value):
+            # `${VAR}` unexpanded (or a shell's `$VAR`) is a variable's name, which the
+            # problem is about.
+            if (
+                isinstance(value, str)
+                and value
+                and not ENV_REFERENCE_RE.fullmatch(value)
+                and not SHELL_VARIABLE_RE.fullmatch(value.strip())
+            ):
                 # A name of a variable or file is not quoted where it stands (read_secret);
                 # a key pasted there instead is quoted nowhere else either.
                 found.add(value)
@@ -564,6 +573,14 @@ def read_secret(
     text = text.strip()
     if not text:
         return None, f"the {what} is empty"
+    if value is not None and (shell := SHELL_VARIABLE_RE.fullmatch(text)) is not None:
+        # A shell's `$NAME`, which no flag expands: sent as the key, it would fail as `auth`.
+        name = shell.group(1)
+        return None, (
+            f"the {what} is written as ${name}, which is never expanded; read it from the "
+            f"environment with api_key_env: {name} (for secrets: {{env: {name}}}), or write "
+            f"${{{name}}} and pass {EXPAND_ENV_FLAG}"
+        )
     if value is not None and (reference := ENV_REFERENCE_RE.fullmatch(text)) is not None:
         # Taken literally, it would be sent as the key, and refused only at the first scrape.
         name = reference.group(1)

@@ -104,3 +104,27 @@ def test_a_key_taken_from_the_environment_is_not_a_literal_key_in_the_file(
     path.write_text(literal, encoding="utf-8")
     [warning] = load_config(path, expand_env=True, environ=env).warnings
     assert "literal api_key" in warning
+
+
+@pytest.mark.parametrize("expand_env", [False, True])
+def test_a_key_written_as_a_shell_variable_is_refused(tmp_path: Path, expand_env: bool) -> None:
+    # `$NAME` is expanded by neither this exporter nor Loki's -config.expand-env: only ${NAME}.
+    path = write_config(
+        tmp_path, "accounts:\n  - {name: main, provider: twocaptcha, api_key: $TWOCAPTCHA_KEY}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, expand_env=expand_env, environ={"TWOCAPTCHA_KEY": "k" * 20})
+    assert caught.value.lines == [
+        f"{path}:2: accounts[0].api_key: the key is written as $TWOCAPTCHA_KEY, which is never "
+        "expanded; read it from the environment with api_key_env: TWOCAPTCHA_KEY (for "
+        "secrets: {env: TWOCAPTCHA_KEY}), or write ${TWOCAPTCHA_KEY} and pass "
+        "--config.expand-env"
+    ]
+
+
+def test_a_key_with_a_dollar_inside_is_a_key(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, "accounts:\n  - {name: main, provider: twocaptcha, api_key: $ab12Cd$xYz90}\n"
+    )
+    [account] = load_config(path, environ={}).accounts
+    assert account.api_key.get_secret_value() == "$ab12Cd$xYz90"
