@@ -541,6 +541,31 @@ def _read_key(
     )
 
 
+# A secret written as a variable's name, and how to write it instead: a shell's `$NAME`, which
+# no flag expands, and `${NAME}`, which only --config.expand-env does.
+_VARIABLE_IN_PLACE = (
+    (
+        SHELL_VARIABLE_RE,
+        "${name}, which is never expanded; read it from the environment with api_key_env: "
+        "{name} (for secrets: {{env: {name}}}), or write ${{{name}}} and pass {flag}",
+    ),
+    (
+        ENV_REFERENCE_RE,
+        "${{{name}}}, which is expanded only with {flag}; pass that flag, or read it from the "
+        "environment with api_key_env: {name} (for secrets: {{env: {name}}})",
+    ),
+)
+
+
+def _variable_in_place_of(text: str, what: str) -> str | None:
+    """Why a secret written as a variable's name is not taken as the secret, if it is one."""
+    for pattern, instead in _VARIABLE_IN_PLACE:
+        if (match := pattern.fullmatch(text)) is not None:
+            how = instead.format(name=match.group(1), flag=EXPAND_ENV_FLAG)
+            return f"the {what} is written as {how}"
+    return None
+
+
 def read_secret(
     value: SecretStr | None,
     env: str | None,
@@ -573,22 +598,9 @@ def read_secret(
     text = text.strip()
     if not text:
         return None, f"the {what} is empty"
-    if value is not None and (shell := SHELL_VARIABLE_RE.fullmatch(text)) is not None:
-        # A shell's `$NAME`, which no flag expands: sent as the key, it would fail as `auth`.
-        name = shell.group(1)
-        return None, (
-            f"the {what} is written as ${name}, which is never expanded; read it from the "
-            f"environment with api_key_env: {name} (for secrets: {{env: {name}}}), or write "
-            f"${{{name}}} and pass {EXPAND_ENV_FLAG}"
-        )
-    if value is not None and (reference := ENV_REFERENCE_RE.fullmatch(text)) is not None:
+    if value is not None and (written := _variable_in_place_of(text, what)) is not None:
         # Taken literally, it would be sent as the key, and refused only at the first scrape.
-        name = reference.group(1)
-        return None, (
-            f"the {what} is written as ${{{name}}}, which is expanded only with "
-            f"{EXPAND_ENV_FLAG}; pass that flag, or read it from the environment with "
-            f"api_key_env: {name} (for secrets: {{env: {name}}})"
-        )
+        return None, written
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
         return None, f"the {what} contains control characters or line breaks"
     return SecretStr(text), None
