@@ -128,10 +128,14 @@ def worst(found: list[Shortfall]) -> Level | None:
     return max((shortfall.level for shortfall in found), default=None)
 
 
-def _judge(left: float, below: float) -> Level | None:
-    if left < NEARLY_EMPTY_SHARE * below:
-        return Level.NEARLY_EMPTY
-    return Level.LOW if left < below else None
+def _shortfall(what: str, subject: str, left: float, low: float) -> Iterator[Shortfall]:
+    """A shortfall against the low threshold `low`, naming the bound actually crossed: nearly
+    empty is under a quarter of it, as the alert's description says."""
+    nearly_empty = NEARLY_EMPTY_SHARE * low
+    if left < nearly_empty:
+        yield Shortfall(what, subject, left, nearly_empty, Level.NEARLY_EMPTY)
+    elif left < low:
+        yield Shortfall(what, subject, left, low, Level.LOW)
 
 
 def _money(account: Account, reading: Reading, currency: str | None) -> Iterator[Shortfall]:
@@ -141,9 +145,7 @@ def _money(account: Account, reading: Reading, currency: str | None) -> Iterator
     amount, in_currency = money
     low = account.low_balance_in(currency or in_currency)
     if low is not None and low[1] == in_currency:
-        level = _judge(amount, low[0])
-        if level is not None:
-            yield Shortfall("money", in_currency, amount, low[0], level)
+        yield from _shortfall("money", in_currency, amount, low[0])
     elif low is None and in_currency == USD and amount < DEFAULT_USD_NEARLY_EMPTY:
         yield Shortfall("money", USD, amount, DEFAULT_USD_NEARLY_EMPTY, Level.NEARLY_EMPTY)
 
@@ -165,9 +167,7 @@ def _credits(
             left, subject = held[threshold.pool], f"{threshold.credit_type} ({threshold.pool})"
         else:
             continue
-        level = _judge(left, threshold.below)
-        if level is not None:
-            yield Shortfall("credits", subject, left, threshold.below, level)
+        yield from _shortfall("credits", subject, left, threshold.below)
     for credit in reading.credits:
         if credit.credit_type in configured:
             continue
@@ -180,10 +180,8 @@ def _credits(
             if peak is None:
                 continue
             below = DEFAULT_SHARE * peak
-        level = _judge(credit.value, below)
-        if level is not None:
-            subject = f"{credit.credit_type} ({credit.pool})"
-            yield Shortfall("credits", subject, credit.value, below, level)
+        subject = f"{credit.credit_type} ({credit.pool})"
+        yield from _shortfall("credits", subject, credit.value, below)
 
 
 def _daily_limit(
@@ -200,6 +198,4 @@ def _daily_limit(
         if peak is None or resets_in is None or resets_in <= DAILY_LIMIT_DEFAULT_MIN_RESET:
             return
         below = DEFAULT_SHARE * peak
-    level = _judge(left, below)
-    if level is not None:
-        yield Shortfall("daily limit", "requests today", left, below, level)
+    yield from _shortfall("daily limit", "requests today", left, below)

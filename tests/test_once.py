@@ -110,7 +110,7 @@ def test_low_accounts_are_marked_as_the_alerts_and_the_landing_page_mark_them(
     if up["twilio-main"]:
         assert " USD NEARLY EMPTY (below 1 USD)" in by_name["twilio-main"]
     if up["firecrawl-main"]:
-        assert "credits/team=1,000 NEARLY EMPTY (below 50,000)" in by_name["firecrawl-main"]
+        assert "credits/team=1,000 NEARLY EMPTY (below 12,500)" in by_name["firecrawl-main"]
     assert "LOW" not in by_name["decaptcha-main"]
     assert "EMPTY" not in by_name["decaptcha-main"]
     assert code == (0 if all(up.values()) else 1)
@@ -144,4 +144,4 @@ def test_credit_and_daily_limit_thresholds_are_marked() -> None:
         "standard/all=2,600 LOW (below 3,000)",
     ]
     # Under a quarter of its threshold; the reset counted down from the answer's.
-    assert lines[0][6] == "20 NEARLY EMPTY (below 100) (resets in 1 h 50 min)"
+    assert lines[0][6] == "20 NEARLY EMPTY (below 25) (resets in 1 h 50 min)"

@@ -29,8 +29,9 @@ def test_money_against_its_threshold_and_the_usd_default() -> None:
     assert judged(Reading(balance_usd=4.0), low_balance=5.0) == [
         ("money", "USD", 4.0, 5.0, Level.LOW)
     ]
+    # Nearly empty names the bound it is under, a quarter of the threshold, as the alert does.
     assert judged(Reading(balance_usd=1.0), low_balance=5.0) == [
-        ("money", "USD", 1.0, 5.0, Level.NEARLY_EMPTY)
+        ("money", "USD", 1.0, 1.25, Level.NEARLY_EMPTY)
     ]
     assert judged(Reading(balance_usd=5.0), low_balance=5.0) == []
     # No threshold: nearly empty under 1 USD; no default in any other currency.
@@ -87,7 +88,7 @@ def test_a_daily_limit_against_its_threshold_or_the_days_peak_well_before_its_re
     assert judged(used, peaks=peaks, age=3600) == []
     # A threshold of its own holds whenever.
     assert judged(used, peaks=peaks, age=3600, low_daily_limit=500) == [
-        ("daily limit", "requests today", 80, 500, Level.NEARLY_EMPTY)
+        ("daily limit", "requests today", 80, 125, Level.NEARLY_EMPTY)
     ]
     # The day's peak only: yesterday's is gone.
     stale = Peaks()
