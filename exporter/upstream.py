@@ -216,12 +216,6 @@ class Upstream:
             return
         connector = session.connector
         assert connector is not None  # the session's own, closed only with it
-        # aiohttp offers no count of a key's idle connections but its pool itself, a private
-        # attribute: should a release rename it, connections are no longer kept warm, and
-        # scrapes go on as before.
-        pool = getattr(connector, "_conns", None)
-        if not isinstance(pool, dict):
-            return
         for origin, count in answered.items():
             if origin in self._warming:
                 continue
@@ -230,7 +224,8 @@ class Upstream:
             request = aiohttp.ClientRequest(
                 "GET", yarl.URL.build(scheme=scheme, host=host or "", port=port)
             )
-            idle = len(pool.get(request.connection_key, ()))
+            # aiohttp offers no count of a key's idle connections but its pool itself.
+            idle = len(connector._conns.get(request.connection_key, ()))
             free = wanted - self._in_flight[origin]
             if free > idle:
                 # connect() hands out the idle ones first: taking `free` opens the rest.
