@@ -388,6 +388,4 @@ class Engine:
         )
         budgets = [scrape_budget(state.account.timeout, scrape_timeout) for state in states]
         outcomes = await observe_all(states, budgets, self.clock)
-        # So that the next scrape finds as many connections as its fan-out can use at once.
-        self._upstream.keep_warm()
         return [state.snapshot(outcome) for state, outcome in zip(states, outcomes, strict=True)]

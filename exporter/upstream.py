@@ -18,7 +18,6 @@ import re
 import time
 import urllib.parse
 import zlib
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,8 +47,6 @@ CONNECT_TIMEOUT_SHARE = 0.5
 DEFAULT_RETRY_AFTER = 60.0
 MAX_RETRY_AFTER = 3600.0
 USER_AGENT = f"apibalance-exporter/{__version__}"
-
-Origin = tuple[str, str | None, int | None]
 
 
 def _refuse_constant(name: str) -> float:
@@ -143,13 +140,7 @@ class Upstream:
         self._per_host = max_concurrency_per_host or max_concurrency
         # By origin (scheme, host, port): a provider's API is one origin, and limits on how
         # many requests a client may send at once are the origin's.
-        self._host_limits: dict[Origin, asyncio.Semaphore] = {}
-        # Requests answered by each origin since the pool was last topped up (a host that
-        # answers none gets no connections opened ahead), and those in flight.
-        self._answered: Counter[Origin] = Counter()
-        self._in_flight: Counter[Origin] = Counter()
-        # The origins whose spare connections are being opened: one top-up at a time each.
-        self._warming: dict[Origin, asyncio.Task[None]] = {}
+        self._host_limits: dict[tuple[str, str | None, int | None], asyncio.Semaphore] = {}
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -192,84 +183,15 @@ class Upstream:
     def limit(self) -> asyncio.Semaphore:
         return self._limit
 
-    def host_limit(self, origin: Origin) -> asyncio.Semaphore:
-        """The bound on requests in flight to `origin`."""
+    def host_limit(self, url: yarl.URL) -> asyncio.Semaphore:
+        """The bound on requests in flight to the origin of `url`."""
+        origin = (url.scheme, url.host, url.port)
         limit = self._host_limits.get(origin)
         if limit is None:
             limit = self._host_limits[origin] = asyncio.Semaphore(self._per_host)
         return limit
 
-    def keep_warm(self) -> None:
-        """Top up the idle connections of each origin that answered since the last call to as
-        many as its requests could have in flight at once (within the bounds), opening the
-        missing ones in the background.
-
-        A scrape starts its collections a batch at a time, so answers that come back before
-        the last batch is sent free connections for it: how many it needs at once depends on
-        how fast the CPU built the requests. aiohttp's pool only ever grows to the most ever
-        in flight, so each scrape that happened to need more than any before opened the
-        difference anew. With the pool at what the requests could need, none does.
-        """
-        answered, self._answered = self._answered, Counter()
-        session = self._session
-        if session is None or session.closed:
-            return
-        connector = session.connector
-        assert connector is not None  # the session's own, closed only with it
-        for origin, count in answered.items():
-            if origin in self._warming:
-                continue
-            scheme, host, port = origin
-            wanted = min(count, self._per_host, self._max_concurrency)
-            request = aiohttp.ClientRequest(
-                "GET", yarl.URL.build(scheme=scheme, host=host or "", port=port)
-            )
-            # aiohttp offers no count of a key's idle connections but its pool itself.
-            idle = len(connector._conns.get(request.connection_key, ()))
-            free = wanted - self._in_flight[origin]
-            if free > idle:
-                # connect() hands out the idle ones first: taking `free` opens the rest.
-                task = asyncio.get_running_loop().create_task(
-                    self._hold_and_release(connector, request, free)
-                )
-                self._warming[origin] = task
-                task.add_done_callback(functools.partial(self._warmed, origin))
-
-    async def _hold_and_release(
-        self, connector: aiohttp.BaseConnector, request: aiohttp.ClientRequest, count: int
-    ) -> None:
-        """`count` connections to `request`'s origin (idle ones, then new), left idle."""
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
-        loop = asyncio.get_running_loop()
-        connects = [loop.create_task(connector.connect(request, [], timeout)) for _ in range(count)]
-        try:
-            # All held until all are open: one released early would be handed to the next.
-            await asyncio.wait(connects)
-        finally:
-            for connect in connects:
-                if not connect.done():
-                    connect.cancel()
-                elif connect.cancelled():
-                    pass
-                elif connect.exception() is not None:
-                    # A host refusing now is reported by the next collection that asks it.
-                    log.debug("spare connection not opened: %s", type(connect.exception()).__name__)
-                else:
-                    connect.result().release()
-
-    def _warmed(self, origin: Origin, _task: asyncio.Task[None]) -> None:
-        del self._warming[origin]
-
-    async def warmed(self) -> None:
-        """Until the connections `keep_warm` is opening are open (or failed to open)."""
-        while self._warming:
-            await asyncio.wait(set(self._warming.values()))
-
     async def close(self) -> None:
-        warming = list(self._warming.values())
-        for task in warming:
-            task.cancel()
-        await asyncio.gather(*warming, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -353,13 +275,10 @@ class AccountHttp:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=max(remaining * CONNECT_TIMEOUT_SHARE, 0.05)
         )
-        upstream = self._upstream
-        origin = (url.scheme, url.host, url.port)
         # The host's bound first: a request waiting for its host holds no slot of the
         # process's, which requests to other hosts can use meanwhile.
-        async with upstream.host_limit(origin), upstream.limit:
+        async with self._upstream.host_limit(url), self._upstream.limit:
             self.requests += 1
-            upstream._in_flight[origin] += 1
             try:
                 async with self._upstream.session.request(
                     method,
@@ -369,7 +288,6 @@ class AccountHttp:
                     allow_redirects=False,
                     timeout=timeout,
                 ) as response:
-                    upstream._answered[origin] += 1
                     return await self._read(response)
             except aiohttp.ConnectionTimeoutError:
                 raise CollectError(Reason.CONNECTION, "connect timed out", transient=True) from None
@@ -396,8 +314,6 @@ class AccountHttp:
                 raise CollectError(
                     Reason.CONNECTION, type(error).__name__, transient=True
                 ) from None
-            finally:
-                upstream._in_flight[origin] -= 1
 
     async def _read(self, response: aiohttp.ClientResponse) -> Answer:
         status = response.status
