@@ -53,6 +53,13 @@ COLLECTION_DEADLINE_GRACE = 0.2
 # collection started at once, the first request would leave only once the last was built, so
 # that at 1000 accounts building (some 100 ms) would add to the upstream's latency instead of
 # overlapping it. Batches let each batch's requests leave while the next is built.
+# A scrape that asks any account for the first time starts every collection at once instead:
+# with batches, answers that come back while later batches are built free their connections
+# for those, so the connection pool grows only to the most requests a scrape's timing ever had
+# in flight, and a later scrape that happens to have more opens new connections, each a TCP
+# and TLS handshake with the provider. Started at once, the first collection (at start, or of
+# the accounts a reload adds) opens one connection for every request that can be in flight,
+# and later scrapes find one free whatever their timing.
 FAN_OUT_BATCH = 32
 
 
@@ -320,6 +327,7 @@ async def observe_all(
     outcomes: list[Outcome | None] = [None] * len(states)
     waiting: dict[int, InFlight] = {}
     start = clock.monotonic()
+    in_batches = all(state.last is not None for state in states)
     try:
         for i, state in enumerate(states):
             joined = state.join()
@@ -327,7 +335,7 @@ async def observe_all(
                 outcomes[i] = joined
                 continue
             waiting[i] = joined
-            if len(waiting) % FAN_OUT_BATCH == 0:
+            if in_batches and len(waiting) % FAN_OUT_BATCH == 0:
                 # The batch's requests are built when their tasks first run, and sent by
                 # aiohttp from tasks of their own: both need the event loop.
                 await asyncio.sleep(0)

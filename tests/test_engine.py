@@ -310,6 +310,48 @@ async def test_requests_leave_while_the_last_collections_are_still_to_start(
     assert started < count
 
 
+async def test_the_first_collection_starts_every_account_at_once(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    # So that the connection pool opens one connection for every request that can be in
+    # flight: a pool grown only to what one batched scrape's timing had in flight would open
+    # new connections on a later scrape that happens to have more.
+    count = 4 * FAN_OUT_BATCH
+    connections: set[object] = set()
+
+    async def note(request: web.Request) -> None:
+        connections.add(request.transport)
+
+    accounts = []
+    for i in range(count):
+        key = f"k-first-{i}"
+        simulator.add("datalabs", SimAccount(key, chaos=[(1.0, note)]))
+        accounts.append(one(simulator, "datalabs", key, cache_ttl="0s"))
+    config = config_of(simulator, *accounts, max_concurrency=count, max_concurrency_per_host=count)
+    engine = Engine(config, upstream)
+
+    async def started_before_the_loop_ran() -> int:
+        """Collections the scrape had started when the event loop first ran something else."""
+        seen: list[int] = []
+        asyncio.get_running_loop().call_soon(
+            lambda: seen.append(sum(s.inflight is not None for s in engine.states.values()))
+        )
+        snapshots = await engine.collect()
+        assert all(s.outcome.ok for s in snapshots)
+        return seen[0]
+
+    assert await started_before_the_loop_ran() == count
+    assert len(connections) == count
+    assert await started_before_the_loop_ran() == FAN_OUT_BATCH
+    # Accounts a reload adds are asked for the first time: at once again.
+    simulator.add("datalabs", SimAccount("k-first-new"))
+    accounts.append(one(simulator, "datalabs", "k-first-new", cache_ttl="0s"))
+    engine.apply(
+        config_of(simulator, *accounts, max_concurrency=count, max_concurrency_per_host=count)
+    )
+    assert await started_before_the_loop_ran() == count + 1
+
+
 async def test_max_concurrency_per_host_bounds_each_host_apart(
     simulator: Simulator, upstream: Upstream
 ) -> None:
