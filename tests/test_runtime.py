@@ -26,35 +26,53 @@ def test_settle_heap_freezes_the_startup_heap_and_raises_the_young_threshold() -
         gc.set_threshold(*before)
 
 
-def test_gc_is_paused_while_scrapes_wait_and_resumed_after() -> None:
+async def test_gc_is_paused_while_scrapes_wait_and_resumed_after() -> None:
     assert gc.isenabled()
     pause = GcPause()
     with pause:
         assert not gc.isenabled()
         with pause:  # a second scrape at the same time
             assert not gc.isenabled()
+        await asyncio.sleep(0)
         assert not gc.isenabled()
+    # Still paused for the rest of this step: the scrape renders and sends its answer in it.
+    assert not gc.isenabled()
+    await asyncio.sleep(0)
     assert gc.isenabled()
 
 
-def test_gc_pause_ends_when_overlapping_scrapes_never_stop() -> None:
+async def test_a_scrape_starting_before_the_collector_resumes_keeps_it_paused() -> None:
+    pause = GcPause()
+    with pause:
+        pass
+    with pause:
+        await asyncio.sleep(0)
+        assert not gc.isenabled()
+    await asyncio.sleep(0)
+    assert gc.isenabled()
+
+
+async def test_gc_pause_ends_when_overlapping_scrapes_never_stop() -> None:
     pause = GcPause()
     pause.MAX_SECONDS = 0.0
     pause.__enter__()
     pause.__enter__()
     assert not gc.isenabled()
     pause.__exit__()  # one scrape ends while the other still waits: paused too long
+    await asyncio.sleep(0)
     assert gc.isenabled()
     pause.__exit__()
+    await asyncio.sleep(0)
     assert gc.isenabled()
 
 
-def test_gc_pause_leaves_a_disabled_collector_alone() -> None:
+async def test_gc_pause_leaves_a_disabled_collector_alone() -> None:
     gc.disable()
     try:
         pause = GcPause()
         with pause:
             pass
+        await asyncio.sleep(0)
         assert not gc.isenabled()
     finally:
         gc.enable()
