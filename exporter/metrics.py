@@ -15,6 +15,7 @@ account that fails or disappears leaves no stale series behind. Sample expositio
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
 import platform
@@ -49,7 +50,7 @@ def _escape_value(value: str) -> str:
     return value
 
 
-def _value(number: float) -> str:
+def value_text(number: float) -> str:
     """A sample value as prometheus_client writes it (`floatToGoString`: Python's repr, with
     Go's exponent from 1e7 up, `+Inf`, `-Inf`, `NaN`), and the newline."""
     text = repr(float(number))
@@ -332,8 +333,8 @@ def _info_line(
 # the same values again, and working out a float's text is much of the exposition's cost.
 # Counts (ints) and positive floats only: 0.0 and -0.0 are one key with two texts. About
 # 250 bytes an entry: room for the balance, duration and last success of 1300 accounts.
-_count_text = functools.lru_cache(maxsize=256)(_value)
-_positive_text = functools.lru_cache(maxsize=4096)(_value)
+_count_text = functools.lru_cache(maxsize=256)(value_text)
+_positive_text = functools.lru_cache(maxsize=4096)(value_text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +343,16 @@ class ReloadStatus:
     last_success_timestamp: float
 
 
-class AccountCollector(Collector):
+class TextCollector(Collector):
+    """A collector that also writes its series as text itself: byte for byte what
+    prometheus_client would write of `collect()` (Prometheus 0.0.4 or OpenMetrics, without
+    `# EOF`) when the scrape's escaping leaves names unchanged. `render` uses it."""
+
+    @abc.abstractmethod
+    def exposition(self, openmetrics: bool) -> str: ...
+
+
+class AccountCollector(TextCollector):
     """Per-account series of one scrape (everything `/probe` returns), as `account_series`
     describes them.
 
@@ -374,7 +384,7 @@ class AccountCollector(Collector):
         label values are escaped once per account, and each sample is a few concatenations.
         """
         lines: dict[Family, list[str]] = {family: [] for family in ACCOUNT_FAMILIES}
-        go = _value
+        go = value_text
         count_text = _count_text
         positive_text = _positive_text
         escape = _escape_value
@@ -413,33 +423,6 @@ class AccountCollector(Collector):
                 out.append(headers[family])
                 out.extend(samples)
         return "".join(out)
-
-
-class ExporterCollector(Collector):
-    """Series about the exporter itself: build and config reload status."""
-
-    def __init__(self, reload_status: Callable[[], ReloadStatus]) -> None:
-        self._reload_status = reload_status
-
-    def collect(self) -> Iterator[Metric]:
-        build = GaugeMetricFamily(
-            "apibalance_build_info",
-            "Version of the exporter and of Python; always 1.",
-            labels=("version", "python_version"),
-        )
-        build.add_metric([__version__, platform.python_version()], 1.0)
-        yield build
-        status = self._reload_status()
-        yield GaugeMetricFamily(
-            "apibalance_config_last_reload_successful",
-            "1 if the last config load or reload succeeded, else 0.",
-            value=1.0 if status.successful else 0.0,
-        )
-        yield GaugeMetricFamily(
-            "apibalance_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful config load or reload.",
-            value=status.last_success_timestamp,
-        )
 
 
 # Escapings of metric and label names that leave this exporter's (legacy) names unchanged; with
@@ -496,10 +479,107 @@ def plain_exposition(metrics: Iterable[Metric], openmetrics: bool) -> str | None
                     f'{name}="{_escape_value(value)}"'
                     for name, value in sorted(sample.labels.items())
                 )
-                out.append(f"{sample_name}{{{pairs}}} {_value(sample.value)}")
+                out.append(f"{sample_name}{{{pairs}}} {value_text(sample.value)}")
             else:
-                out.append(f"{sample_name} {_value(sample.value)}")
+                out.append(f"{sample_name} {value_text(sample.value)}")
     return "".join(out)
+
+
+# The label values of a sample (in the order of its family's labels) and its value.
+PlainSample = tuple[tuple[str, ...], float]
+
+
+class PlainFamily:
+    """A gauge or counter family without the account's labels (the exporter's own series,
+    the process's, Python's): its HELP and TYPE lines and the text before each sample's
+    value, written once by `plain_exposition`'s rules rather than on every scrape."""
+
+    def __init__(
+        self, name: str, documentation: str, labels: tuple[str, ...] = (), *, counter: bool = False
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+        self.counter = counter
+        self._sample_name = name + "_total" if counter else name
+        self._headers = tuple(self._header(openmetrics) for openmetrics in (False, True))
+        # The few label values each family ever has (a GC generation, the build's versions).
+        self._prefixes: dict[tuple[str, ...], str] = {}
+
+    def _header(self, openmetrics: bool) -> str:
+        header = plain_exposition([self.metric()], openmetrics)
+        if header is None:
+            raise ValueError(f"{self.name}: not a name prometheus_client writes as it is")
+        return header
+
+    def metric(self) -> GaugeMetricFamily | CounterMetricFamily:
+        kind = CounterMetricFamily if self.counter else GaugeMetricFamily
+        return kind(self.name, self.documentation, labels=self.labels)
+
+    def text(self, samples: Iterable[PlainSample], openmetrics: bool) -> str:
+        """The family's HELP and TYPE lines and these samples."""
+        out = [self._headers[openmetrics]]
+        for values, value in samples:
+            prefix = self._prefixes.get(values)
+            if prefix is None:
+                prefix = self._prefixes[values] = self._prefix(values)
+            out.append(prefix + value_text(value))
+        return "".join(out)
+
+    def _prefix(self, values: tuple[str, ...]) -> str:
+        if not values:
+            return self._sample_name + " "
+        pairs = ",".join(
+            f'{label}="{_escape_value(value)}"'
+            for label, value in sorted(zip(self.labels, values, strict=True))
+        )
+        return f"{self._sample_name}{{{pairs}}} "
+
+
+class PlainCollector(TextCollector):
+    """Families of `PlainFamily`, each with the samples `families()` gives on this scrape."""
+
+    @abc.abstractmethod
+    def families(self) -> Iterable[tuple[PlainFamily, Sequence[PlainSample]]]: ...
+
+    def collect(self) -> Iterator[Metric]:
+        for family, samples in self.families():
+            metric = family.metric()
+            for values, value in samples:
+                metric.add_metric(values, value)
+            yield metric
+
+    def exposition(self, openmetrics: bool) -> str:
+        return "".join(family.text(samples, openmetrics) for family, samples in self.families())
+
+
+BUILD_INFO = PlainFamily(
+    "apibalance_build_info",
+    "Version of the exporter and of Python; always 1.",
+    ("version", "python_version"),
+)
+RELOAD_SUCCESSFUL = PlainFamily(
+    "apibalance_config_last_reload_successful",
+    "1 if the last config load or reload succeeded, else 0.",
+)
+RELOAD_SUCCESS_TIME = PlainFamily(
+    "apibalance_config_last_reload_success_timestamp_seconds",
+    "Unix time of the last successful config load or reload.",
+)
+
+
+class ExporterCollector(PlainCollector):
+    """Series about the exporter itself: build and config reload status."""
+
+    def __init__(self, reload_status: Callable[[], ReloadStatus]) -> None:
+        self._reload_status = reload_status
+        self._build = ((__version__, platform.python_version()), 1.0)
+
+    def families(self) -> Iterator[tuple[PlainFamily, Sequence[PlainSample]]]:
+        yield BUILD_INFO, (self._build,)
+        status = self._reload_status()
+        yield RELOAD_SUCCESSFUL, (((), 1.0 if status.successful else 0.0),)
+        yield RELOAD_SUCCESS_TIME, (((), status.last_success_timestamp),)
 
 
 class Collected(Collector):
@@ -515,9 +595,8 @@ class Collected(Collector):
 def render(collectors: Iterable[Collector], accept: str | None) -> tuple[bytes, str]:
     """Exposition of the collectors in the format the scraper asked for, and its content type.
 
-    Account collectors write their own text (`AccountCollector.exposition`), plain families
-    are written by `plain_exposition`; the rest go through prometheus_client, in the order
-    given.
+    Collectors that can write their own text do (`TextCollector`), other plain families are
+    written by `plain_exposition`; the rest go through prometheus_client, in the order given.
     """
     encoder, content_type = choose_encoder(accept or "")
     openmetrics = content_type.startswith("application/openmetrics-text")
@@ -539,7 +618,7 @@ def render(collectors: Iterable[Collector], accept: str | None) -> tuple[bytes, 
     for collector in collectors:
         if not fast:
             pending.append(collector)
-        elif isinstance(collector, AccountCollector):
+        elif isinstance(collector, TextCollector):
             flush()
             parts.append(collector.exposition(openmetrics).encode())
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,13 @@ from exporter.metrics import (
     AccountCollector,
     Collected,
     ExporterCollector,
+    PlainCollector,
+    PlainFamily,
+    PlainSample,
     ReloadStatus,
     render,
 )
+from exporter.runtime_series import GcSeries, PlatformSeries, ProcessSeries, runtime_series
 from exporter.upstream import Upstream
 from tests.conftest import ExporterFactory
 from tests.helpers import FrozenClock, account, assert_promtool_accepts_metrics
@@ -283,10 +288,17 @@ async def test_own_renderer_writes_what_prometheus_client_writes(
     summary = SummaryMetricFamily("bench_seconds", "A summary.", count_value=3, sum_value=1.5)
     created = CounterMetricFamily("made", 'A counter\\with "help".', labels=["kind"])
     created.add_metric(["a\nb"], 2.0, created=1_700_000_000.0)
+    # The exporter's own runtime series, their values held still for both writers.
+    own_runtime = [
+        Held(list(ProcessSeries().families())),
+        PlatformSeries(),
+        Held(list(GcSeries().families())),
+    ]
     for chosen in ([], snapshots[:1], snapshots):
         collectors: list[Collector] = [
             AccountCollector(chosen),
             ExporterCollector(lambda: reload_status),
+            *own_runtime,
             Collected(runtime),
             Collected([summary]),
             Collected([created]),
@@ -304,3 +316,40 @@ async def test_own_renderer_writes_what_prometheus_client_writes(
         registry = CollectorRegistry(auto_describe=False)
         registry.register(collectors[0])
         assert body.decode() == encoder(registry).decode()
+
+
+class Held(PlainCollector):
+    """Families of a `PlainCollector` as they were once: the same values for every writer."""
+
+    def __init__(self, families: list[tuple[PlainFamily, Sequence[PlainSample]]]) -> None:
+        self._families = families
+
+    def families(self) -> list[tuple[PlainFamily, Sequence[PlainSample]]]:
+        return self._families
+
+
+def test_runtime_series_are_prometheus_clients() -> None:
+    """The process, platform and GC series the exporter reads itself are the ones
+    prometheus_client's default collectors show: names, help, types, labels, and values."""
+    ours = [metric for collector in runtime_series() for metric in collector.collect()]
+    theirs = [
+        metric
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR)
+        for metric in collector.collect()
+    ]
+    assert [(m.name, m.documentation, m.type, m.unit) for m in ours] == [
+        (m.name, m.documentation, m.type, m.unit) for m in theirs
+    ]
+    assert len(ours) == 10  # six of the process, python_info, three of the GC
+    ours_by_name = {m.name: m for m in ours}
+    for metric in theirs:
+        samples = ours_by_name[metric.name].samples
+        assert [(s.name, s.labels) for s in samples] == [(s.name, s.labels) for s in metric.samples]
+        for mine, expected in zip(samples, metric.samples, strict=True):
+            if metric.name in ("process_cpu_seconds", "process_resident_memory_bytes"):
+                assert mine.value == pytest.approx(expected.value, rel=0.2, abs=0.5)
+            elif metric.name.startswith("python_gc") or metric.name == "process_open_fds":
+                # Collections and files may come and go between the two reads.
+                assert mine.value == pytest.approx(expected.value, abs=3)
+            else:
+                assert mine.value == expected.value, metric.name
