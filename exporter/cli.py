@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
-from exporter import __version__, debug, logs, once
+from exporter import __version__, debug, logs
 from exporter.config import Config, load_config
 from exporter.configfile import ConfigError, Problem, attempt
 from exporter.connections import (
@@ -37,11 +37,12 @@ from exporter.http import DEFAULT_MAX_REQUESTS, Exporter
 from exporter.runtime import settle_heap
 from exporter.settings import parse_duration
 from exporter.upstream import Upstream
-from exporter.webconfig import WebConfig, load_web_config
 
 if TYPE_CHECKING:
-    # The demo (its simulator, and every catalogue entry it serves) is loaded with --demo only.
+    # The demo (its simulator, and every catalogue entry it serves) is loaded with --demo only,
+    # the web config (its models, basic auth and bcrypt) with --web.config.file only.
     from exporter.demo import Simulator
+    from exporter.webconfig import WebConfig
 
 log = logging.getLogger("exporter")
 T = TypeVar("T")
@@ -299,6 +300,8 @@ def check(args: argparse.Namespace) -> int:
             print(config.summary())
         failed = config is None
     if args.web_config_file:
+        from exporter.webconfig import load_web_config
+
         web_config = _checked(load_web_config, args.web_config_file)
         if web_config is not None:
             print(web_config.summary())
@@ -321,6 +324,8 @@ def _checked(load: Callable[[str], T], path: str) -> T | None:
 
 async def collect_once_and_print(args: argparse.Namespace) -> int:
     """Collect every account once and print the table; 0 when every account is up."""
+    from exporter import once
+
     simulator: Simulator | None = None
     try:
         if args.demo:
@@ -373,6 +378,8 @@ async def start(
     web_config: WebConfig | None = None
     web_loader = None
     if args.web_config_file:
+        from exporter.webconfig import load_web_config
+
         web_config_file = args.web_config_file
         web_config = await asyncio.to_thread(load_web_config, web_config_file)
 

@@ -7,7 +7,6 @@ choice.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 
 
@@ -24,6 +23,9 @@ def closest(
     key = normalized(word)
     if key in candidates:
         return candidates[key]
+    # Only a misspelt word gets this far: a config without one never loads difflib.
+    import difflib
+
     close = difflib.get_close_matches(key, list(candidates), n=1)
     return candidates[close[0]] if close else None
 

@@ -9,21 +9,22 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client.registry import Collector
 
 from exporter import debug
-from exporter.auth import Guard, GuardHolder
 from exporter.connections import limit_head_size, mark_passed_checks
 from exporter.engine import Engine, Snapshot
-from exporter.landing import ReloadFailure, landing_page
 from exporter.metrics import AccountCollector, ExporterCollector, ReloadStatus, render
-from exporter.reload import ConfigLoader, Reloader, WebConfigLoader
+from exporter.reload import ConfigLoader, Reloader, ReloadFailure, WebConfigLoader
 from exporter.runtime import GcPause
 from exporter.runtime_series import runtime_series
-from exporter.webconfig import WebConfig
+
+if TYPE_CHECKING:
+    from exporter.auth import GuardHolder
+    from exporter.webconfig import WebConfig
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SCRAPE_PATHS = frozenset({"/metrics", "/probe"})
@@ -48,7 +49,12 @@ class Exporter:
     ) -> None:
         self.engine = engine
         # Every endpoint, unknown paths included, is behind the guard when a web config is set.
-        self.guard = GuardHolder(Guard(web_config)) if web_config is not None else None
+        self.guard: GuardHolder | None = None
+        if web_config is not None:
+            # Basic auth (bcrypt, its thread pool) is loaded only for a web config.
+            from exporter.auth import Guard, GuardHolder
+
+            self.guard = GuardHolder(Guard(web_config))
         checks = [self.guard.middleware] if self.guard is not None else []
         middlewares = [limit_head_size, *checks, _passed_checks, *middlewares]
         self.reloader = Reloader(engine, self.guard, loader=loader, web_loader=web_loader)
@@ -160,6 +166,9 @@ class Exporter:
         return web.Response(text="Ready\n")
 
     async def landing(self, request: web.Request) -> web.Response:
+        # Loaded when a person first opens the page, not by every process Prometheus scrapes.
+        from exporter.landing import landing_page
+
         page = landing_page(self.engine, self.reload_status, self.reload_failure)
         return web.Response(text=page, content_type="text/html")
 

@@ -16,6 +16,7 @@ import html
 import time
 import urllib.parse
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from exporter import __version__
 from exporter.engine import AccountState, Engine
@@ -24,13 +25,8 @@ from exporter.model import Reading
 from exporter.settings import human_duration
 from exporter.status import Shortfall, shortfalls, worst
 
-
-@dataclass(frozen=True, slots=True)
-class ReloadFailure:
-    """The last failed reload, while the config it would have replaced still runs."""
-
-    at: float  # unix time
-    problems: tuple[str, ...]  # redacted (logs.redact)
+if TYPE_CHECKING:
+    from exporter.reload import ReloadFailure
 
 
 def landing_page(

@@ -16,20 +16,32 @@ import gc
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from exporter import logs
-from exporter.auth import Guard, GuardHolder
 from exporter.config import Config
 from exporter.configfile import attempt
 from exporter.engine import Engine
-from exporter.landing import ReloadFailure
 from exporter.metrics import ReloadStatus
-from exporter.webconfig import WebConfig, ssl_error_reason
+
+if TYPE_CHECKING:
+    # Loaded with a web config only (--web.config.file): exporter.cli and exporter.http.
+    from exporter.auth import Guard, GuardHolder
+    from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
 ConfigLoader = Callable[[], Config]
-WebConfigLoader = Callable[[], WebConfig]
+WebConfigLoader = Callable[[], "WebConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadFailure:
+    """The last failed reload, while the config it would have replaced still runs."""
+
+    at: float  # unix time
+    problems: tuple[str, ...]  # redacted (logs.redact)
 
 
 class Reloader:
@@ -112,6 +124,8 @@ class Reloader:
         old = self.web_config
         if old is None or old.ssl_context is None or new.cert_paths is None:
             return []
+        from exporter.webconfig import ssl_error_reason
+
         try:
             old.ssl_context.load_cert_chain(*new.cert_paths)
         except OSError as error:  # ssl.SSLError included
@@ -135,6 +149,8 @@ class Reloader:
         return problems
 
     def _next_guard(self, new: WebConfig) -> Guard:
+        from exporter.auth import Guard
+
         old = self.web_config
         assert old is not None
         before, after = old.settings.tls_server_config, new.settings.tls_server_config

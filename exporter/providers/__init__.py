@@ -1,26 +1,20 @@
 """The provider registry: `provider:` in the config names one of these.
 
 A type is loaded the first time it is asked for: a config uses a few of the types, and
-loading them all (the http_json engine and its expression language, every catalogue entry's
-definition validated and compiled) would cost every start of the process time and memory
-for nothing. Going over the values (a typo's hint, the demo, the tests) loads them all.
+loading them all (each built-in type's module and settings model, the http_json engine and
+its expression language, every catalogue entry's definition validated and compiled) would
+cost every start of the process time and memory for nothing. Going over the values (a
+typo's hint, the demo, the tests) loads them all.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.resources
 from collections.abc import Callable, Iterator, Mapping
 
-from exporter.providers.anticaptcha import AntiCaptcha
 from exporter.providers.base import Provider
-from exporter.providers.capmonster import CapMonster
-from exporter.providers.capsolver import CapSolver
-from exporter.providers.datalabs import DataLabs
-from exporter.providers.decaptcha import DeCaptcha
-from exporter.providers.ocean import Ocean
-from exporter.providers.twocaptcha import TwoCaptcha
-from exporter.providers.vastcap import VastCap
 
 
 class Registry(Mapping[str, type[Provider]]):
@@ -50,6 +44,13 @@ class Registry(Mapping[str, type[Provider]]):
         return sorted(self._loaded)
 
 
+def _built_in(module: str, class_name: str) -> type[Provider]:
+    provider: type[Provider] = getattr(
+        importlib.import_module(f"exporter.providers.{module}"), class_name
+    )
+    return provider
+
+
 def _http_json() -> type[Provider]:
     from exporter.providers.http_json import HttpJson
 
@@ -62,10 +63,6 @@ def _catalogue_entry(type_name: str) -> type[Provider]:
     return load_provider(type_name)
 
 
-def _loaded(provider: type[Provider]) -> Callable[[], type[Provider]]:
-    return lambda: provider
-
-
 def catalogue_names() -> list[str]:
     """The catalogue's type names: its files' names, without reading them."""
     folder = importlib.resources.files("exporter") / "catalogue"
@@ -74,20 +71,22 @@ def catalogue_names() -> list[str]:
     )
 
 
+# Each built-in type: its module in this package, and its class there.
+_BUILT_IN_CLASSES = {
+    "anticaptcha": ("anticaptcha", "AntiCaptcha"),
+    "datalabs": ("datalabs", "DataLabs"),
+    "vastcap": ("vastcap", "VastCap"),
+    "decaptcha": ("decaptcha", "DeCaptcha"),
+    "ocean": ("ocean", "Ocean"),
+    "twocaptcha": ("twocaptcha", "TwoCaptcha"),
+    "capsolver": ("capsolver", "CapSolver"),
+    "capmonster": ("capmonster", "CapMonster"),
+}
 BUILT_IN = Registry(
     {
         **{
-            provider.type_name: _loaded(provider)
-            for provider in (
-                AntiCaptcha,
-                DataLabs,
-                VastCap,
-                DeCaptcha,
-                Ocean,
-                TwoCaptcha,
-                CapSolver,
-                CapMonster,
-            )
+            name: functools.partial(_built_in, module, class_name)
+            for name, (module, class_name) in _BUILT_IN_CLASSES.items()
         },
         "http_json": _http_json,
     }
