@@ -77,6 +77,8 @@ class Peaks:
 
     credits: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict)
     daily_limit: dict[int, float] = field(default_factory=dict)
+    # Hours older than the window are dropped when the hour changes, not on every reading.
+    _pruned_in: int | None = field(default=None, repr=False, compare=False)
 
     def record(self, reading: Reading, wall: float) -> None:
         hour = int(wall // _BUCKET)
@@ -86,6 +88,9 @@ class Peaks:
             )
         if reading.daily_limit_remaining is not None:
             _keep_max(self.daily_limit, hour, reading.daily_limit_remaining)
+        if hour == self._pruned_in:
+            return
+        self._pruned_in = hour
         oldest = hour - int(CREDITS_PEAK_WINDOW // _BUCKET)
         for hours in (*self.credits.values(), self.daily_limit):
             for stale in [h for h in hours if h < oldest]:

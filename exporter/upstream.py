@@ -332,6 +332,11 @@ class AccountHttp:
         if length is not None and length > MAX_BODY_BYTES:
             raise CollectError(Reason.INVALID_RESPONSE, "body larger than 1 MiB")
         decoder = _BoundedDecoder.for_encoding(response.headers.get("Content-Encoding", ""))
+        if length is not None:
+            # aiohttp's parser ends the body at Content-Length (at most MAX_BODY_BYTES here), so
+            # it can be read whole, in one step rather than a chunk at a time.
+            decoder.feed(await response.content.read())
+            return Answer(status, decoder.finish(), response.headers)
         size = 0
         async for chunk in response.content.iter_chunked(READ_CHUNK_BYTES):
             size += len(chunk)

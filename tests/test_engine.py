@@ -14,6 +14,7 @@ from exporter.demo import SimAccount, Simulator, delay, respond
 from exporter.demo.ocean import OceanAccount
 from exporter.engine import (
     AUTH_BACKOFF_BASE,
+    DEADLINE_STEPS_PER_SECOND,
     FAN_OUT_BATCH,
     Engine,
     InFlight,
@@ -385,6 +386,65 @@ async def test_max_concurrency_per_host_bounds_each_host_apart(
         assert peak == 4
     finally:
         await other.stop()
+
+
+async def test_a_collection_past_its_deadline_ends_as_a_timeout(upstream: Upstream) -> None:
+    config, _ = gated_config("late", timeout="200ms")
+    engine = Engine(config, upstream)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    [snapshot] = await engine.collect()
+    waited = loop.time() - started
+    assert snapshot.outcome.reason is Reason.TIMEOUT
+    assert snapshot.outcome.error is not None
+    assert snapshot.outcome.error.cause == "no answer within 0.2s"
+    # Its own deadline, rounded up to the shared timer's step at most.
+    assert 0.2 <= waited < 0.2 + 1 / DEADLINE_STEPS_PER_SECOND + 0.5
+    assert snapshot.errors[Reason.TIMEOUT] == 1
+    # The next collection of the account is ended by its own deadline again.
+    [snapshot] = await engine.collect()
+    assert snapshot.outcome.reason is Reason.TIMEOUT
+
+
+async def test_a_collection_cancelled_from_elsewhere_is_not_a_timeout(upstream: Upstream) -> None:
+    # Shutdown cancels collections in flight: that must end them, not be read as a timeout.
+    config, (provider,) = gated_config("stopped", timeout="30s")
+    engine = Engine(config, upstream)
+    state = engine.states["stopped"]
+    joined = state.join()
+    assert isinstance(joined, InFlight)
+    await settle(lambda: provider.calls == 1)
+    joined.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await joined.task
+    joined.walk_away()
+    assert state.last is None
+
+
+async def test_collections_started_together_share_one_deadline_timer(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [f"shared-deadline-{i}" for i in range(50)]
+    config, providers = gated_config(*names, timeout="30s")
+    engine = Engine(config, upstream)
+    loop = asyncio.get_running_loop()
+    deadline_timers = 0
+    call_at = loop.call_at
+
+    def counting_call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal deadline_timers
+        deadline_timers += getattr(callback, "__name__", "") == "_expire"
+        return call_at(when, callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_at", counting_call_at)
+    scrape = asyncio.create_task(engine.collect())
+    await settle(lambda: all(p.calls == 1 for p in providers))
+    for provider in providers:
+        provider.gate.set()
+    snapshots = await scrape
+    assert all(s.outcome.ok for s in snapshots)
+    # One, or two where the scrape's start straddles a step of the rounding.
+    assert 1 <= deadline_timers <= 2
 
 
 def test_scrape_budget() -> None:
