@@ -17,7 +17,13 @@ from prometheus_client.registry import Collector
 from exporter import debug
 from exporter.connections import limit_head_size, mark_passed_checks
 from exporter.engine import Engine, Snapshot
-from exporter.metrics import AccountCollector, ExporterCollector, ReloadStatus, render
+from exporter.metrics import (
+    AccountCollector,
+    ExporterCollector,
+    ReloadStatus,
+    WrittenAccounts,
+    render,
+)
 from exporter.reload import ConfigLoader, Reloader, ReloadFailure, WebConfigLoader
 from exporter.runtime import GcPause
 from exporter.runtime_series import runtime_series
@@ -63,6 +69,7 @@ class Exporter:
         self._background: set[asyncio.Task[object]] = set()
         self._exporter_collector = ExporterCollector(lambda: self.reload_status)
         self._runtime_collectors = runtime_series()
+        self._written = WrittenAccounts()
         self._gc_pause = GcPause()
         self.app = web.Application(middlewares=[*middlewares, self._limit_scrapes])
         self.app.router.add_get("/", self.landing)
@@ -104,7 +111,12 @@ class Exporter:
 
     async def reload(self) -> list[str]:
         """Load the config (and web config) again (exporter.reload); the problems, if any."""
-        return await self.reloader.reload()
+        problems = await self.reloader.reload()
+        self._forget_unconfigured()
+        return problems
+
+    def _forget_unconfigured(self) -> None:
+        self._written.keep_only({name: s.account for name, s in self.engine.states.items()})
 
     async def reload_endpoint(self, request: web.Request) -> web.Response:
         problems = await self.reload()
@@ -132,13 +144,18 @@ class Exporter:
             self._active_scrapes -= 1
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
+        config = self.engine.config
         snapshots = await self._collect(None, scrape_timeout(request))
         collectors = (
-            AccountCollector(snapshots),
+            AccountCollector(snapshots, self._written),
             self._exporter_collector,
             *self._runtime_collectors,
         )
-        return exposition(request, collectors)
+        response = exposition(request, collectors)
+        if self.engine.config is not config:
+            # Reloaded while this scrape waited: it has written accounts no longer configured.
+            self._forget_unconfigured()
+        return response
 
     async def probe(self, request: web.Request) -> web.StreamResponse:
         if "target" in request.query:

@@ -1,5 +1,6 @@
 """The process, platform and garbage collector series of `/metrics`, as prometheus_client's
-default collectors show them (same names, help, labels and values), read more cheaply.
+default collectors show them (same names, help, labels and values, but for the open files of
+`_open_fds`), read more cheaply.
 
 prometheus_client's process collector opens /proc/self/stat and /proc/self/limits with
 Python's buffered files and builds its families anew on every scrape; its platform collector's
@@ -88,13 +89,21 @@ class ProcessSeries(PlainCollector):
             yield START_TIME, (((), self._start_time),)
             yield CPU, (((), float(parts[11]) / ticks + float(parts[12]) / ticks),)
         try:
-            open_fds = len(os.listdir(f"{_PROC}/fd"))
+            open_fds = _open_fds()
         except OSError:
             return
         # The soft limit: what /proc/self/limits shows as "Max open files".
         max_fds, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         yield OPEN_FDS, (((), float(open_fds)),)
         yield MAX_FDS, (((), float(max_fds)),)
+
+
+def _open_fds() -> int:
+    # Linux 6.2 and later give the count as the directory's size, without listing it (a
+    # thousand entries at 1000 accounts, each connection a file); before, the size is 0.
+    # A listing also counts the descriptor it holds itself, as prometheus_client's does: one
+    # more than the size says.
+    return os.stat(f"{_PROC}/fd").st_size or len(os.listdir(f"{_PROC}/fd"))
 
 
 def _boot_time() -> float | None:
@@ -114,15 +123,15 @@ class PlatformSeries(TextCollector):
     def __init__(self) -> None:
         self._metrics = list(PLATFORM_COLLECTOR.collect())
         texts = [plain_exposition(self._metrics, openmetrics) for openmetrics in (False, True)]
-        self._texts = [text for text in texts if text is not None]
+        self._texts = [text.encode() for text in texts if text is not None]
         if len(self._texts) != len(texts):
             raise ValueError("python_info is not a plain family")
 
     def collect(self) -> Iterator[Metric]:
         return iter(self._metrics)
 
-    def exposition(self, openmetrics: bool) -> str:
-        return self._texts[openmetrics]
+    def write(self, openmetrics: bool, out: list[bytes]) -> None:
+        out.append(self._texts[openmetrics])
 
 
 class GcSeries(PlainCollector):

@@ -553,3 +553,21 @@ async def test_a_cached_countdown_goes_on_counting_down(upstream: Upstream) -> N
 def series(snapshot: Snapshot) -> list[str]:
     text = AccountCollector([snapshot]).exposition(openmetrics=False)
     return [line for line in text.splitlines() if not line.startswith("#")]
+
+
+async def test_a_snapshot_keeps_the_error_counts_it_was_taken_with(
+    simulator: Simulator, upstream: Upstream
+) -> None:
+    simulator.add("datalabs", SimAccount("k-counted", chaos=[(1.0, respond(500, "down"))]))
+    clock = FrozenClock()
+    engine = Engine(
+        config_of(simulator, one(simulator, "datalabs", "k-counted", cache_ttl="0s")),
+        upstream,
+        clock,
+    )
+    [first] = await engine.collect()
+    clock.advance(3600)
+    [second] = await engine.collect()
+    assert first.outcome.reason is second.outcome.reason is Reason.HTTP
+    assert first.errors[Reason.HTTP] == 1
+    assert second.errors[Reason.HTTP] == 2

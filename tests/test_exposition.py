@@ -6,6 +6,7 @@ and review the diff.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -23,12 +24,13 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from exporter.config import build_config
+from exporter import metrics as metrics_module
+from exporter.config import Account, build_config
 from exporter.demo import SimAccount, Simulator, respond
 from exporter.demo.antigate import AntigateAccount
 from exporter.demo.json_apis import JsonAccount
 from exporter.demo.ocean import OceanAccount
-from exporter.engine import Engine
+from exporter.engine import Engine, Outcome, Snapshot
 from exporter.metrics import (
     AccountCollector,
     Collected,
@@ -37,8 +39,11 @@ from exporter.metrics import (
     PlainFamily,
     PlainSample,
     ReloadStatus,
+    WrittenAccounts,
+    account_lines,
     render,
 )
+from exporter.model import Reading, Reason
 from exporter.runtime_series import GcSeries, PlatformSeries, ProcessSeries, runtime_series
 from exporter.upstream import Upstream
 from tests.conftest import ExporterFactory
@@ -316,6 +321,10 @@ async def test_own_renderer_writes_what_prometheus_client_writes(
         registry = CollectorRegistry(auto_describe=False)
         registry.register(collectors[0])
         assert body.decode() == encoder(registry).decode()
+        # Written once and shown again from what was written.
+        written = WrittenAccounts()
+        for _ in range(2):
+            assert render([AccountCollector(chosen, written)], accept)[0] == body
 
 
 class Held(PlainCollector):
@@ -353,3 +362,76 @@ def test_runtime_series_are_prometheus_clients() -> None:
                 assert mine.value == pytest.approx(expected.value, abs=3)
             else:
                 assert mine.value == expected.value, metric.name
+
+
+async def test_accounts_are_written_again_when_what_they_show_changes(upstream: Upstream) -> None:
+    """`WrittenAccounts` gives what `account_lines` would write of each snapshot: the lines
+    written before when nothing they show has changed, new ones when anything has."""
+    simulator = Simulator(seed=0)
+    await simulator.start()
+    try:
+        config = build_config(known_answers(simulator), source="written")
+        snapshots = await Engine(config, upstream).collect()
+    finally:
+        await simulator.stop()
+    [ocean] = [s for s in snapshots if s.account.name == "data"]
+    assert ocean.outcome.reading is not None
+    assert ocean.outcome.reading.daily_limit_resets_in(0.0) is not None
+    [failed] = [s for s in snapshots if not s.outcome.ok][:1]
+    written = WrittenAccounts()
+    for snapshot in snapshots:
+        lines = written.lines(snapshot)
+        assert lines == account_lines(snapshot)
+        # Shown again as it was, or only older where the age shows nowhere.
+        assert written.lines(dataclasses.replace(snapshot)) is lines
+        if snapshot is not ocean:
+            assert written.lines(dataclasses.replace(snapshot, age=snapshot.age + 5)) is lines
+        errors = {**snapshot.errors, Reason.AUTH: snapshot.errors[Reason.AUTH] + 1}
+        account = dataclasses.replace(snapshot.account, labels=(("team", "moved"),))
+        changes: list[dict[str, object]] = [
+            {"errors": errors},
+            {"last_success_wall": 1_800_000_000.0},
+            {"currency": "EUR"},
+            {"account": account},
+            {"outcome": failed.outcome},
+        ]
+        for change in changes:
+            changed = dataclasses.replace(snapshot, **change)  # type: ignore[arg-type]
+            assert written.lines(changed) == account_lines(changed), change
+            assert written.lines(snapshot) == lines
+    later = dataclasses.replace(ocean, age=ocean.age + 8)
+    assert written.lines(later) == account_lines(later) != written.lines(ocean)
+
+
+def test_written_lines_depend_on_every_field_of_a_snapshot_but_its_age() -> None:
+    # A field added to Snapshot that the lines show must be among what they are kept by.
+    assert set(metrics_module._LINE_INPUTS) == {f.name for f in dataclasses.fields(Snapshot)} - {
+        "age"
+    }
+
+
+def test_written_accounts_forget_those_no_longer_configured_so() -> None:
+    """What an account's lines were written from holds its provider, and its keys with it:
+    after a reload only accounts configured as they were are kept."""
+    written = WrittenAccounts()
+    accounts = some_accounts(3)
+    snapshots = [Snapshot(a, OUTCOME, dict.fromkeys(Reason, 0), None) for a in accounts]
+    for snapshot in snapshots:
+        written.lines(snapshot)
+    first = written.lines(snapshots[0])
+    rotated = dataclasses.replace(accounts[2], top_up_url="https://pay.example.com")
+    written.keep_only({"acct-0": accounts[0], "acct-2": rotated})
+    assert written.lines(snapshots[0]) is first
+    assert list(written._by_name) == ["acct-0"]
+
+
+OUTCOME = Outcome(Reading(balance_usd=1.0), None, 0.0, 0.1)
+
+
+def some_accounts(count: int) -> list[Account]:
+    data = {
+        "accounts": [
+            account(f"acct-{i}", "datalabs", f"k-{i}", "http://127.0.0.1:9") for i in range(count)
+        ]
+    }
+    return list(build_config(data, source="test").accounts)

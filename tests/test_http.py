@@ -6,10 +6,22 @@ import asyncio
 from typing import Any
 
 import pytest
+from pytest_aiohttp import AiohttpClient
 
+from exporter import metrics
 from exporter.demo import SimAccount, Simulator, delay
+from exporter.engine import Engine, Snapshot
+from exporter.http import Exporter
+from exporter.upstream import Upstream
 from tests.conftest import ExporterFactory
-from tests.helpers import account, accounts_in, samples, value, write_config
+from tests.helpers import (
+    account,
+    accounts_in,
+    gated_config,
+    samples,
+    value,
+    write_config,
+)
 
 SECRET = "canary-key-7f3a9c1e5b"
 
@@ -175,6 +187,31 @@ async def test_gzip_when_asked(simulator: Simulator, make_exporter: ExporterFact
     assert "apibalance_up" in await response.text()
 
 
+async def test_series_shown_as_before_are_not_written_again(
+    upstream: Upstream, aiohttp_client: AiohttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, (fast, slow) = gated_config("fast", "slow", cache_ttl="1h")
+    client = await aiohttp_client(Exporter(Engine(config, upstream)).app)
+    write = metrics.account_lines
+    written: list[str] = []
+
+    def noting(snapshot: Snapshot) -> tuple[bytes, ...]:
+        written.append(snapshot.account.name)
+        return write(snapshot)
+
+    monkeypatch.setattr(metrics, "account_lines", noting)
+    fast.gate.set()
+    slow.gate.set()
+    first = await (await client.get("/metrics")).text()
+    assert sorted(written) == ["fast", "slow"]
+    assert accounts_in(samples(first), "apibalance_up") == {"fast", "slow"}
+    again = await (await client.get("/metrics")).text()
+    assert len(written) == 2  # both answers reused: nothing written anew
+    assert [line for line in again.splitlines() if line.startswith("apibalance_")] == [
+        line for line in first.splitlines() if line.startswith("apibalance_")
+    ]
+
+
 async def test_concurrent_scrapes_never_duplicate_a_series(
     simulator: Simulator, make_exporter: ExporterFactory
 ) -> None:
@@ -216,7 +253,7 @@ async def test_reload_does_not_drop_a_scrape_in_flight(
     base = simulator.base_url("capmonster")
     slow = account("slow", "capmonster", "inflight-key-0001", base)
     other = account("other", "capmonster", "other-key-0000001", base)
-    _, client = await make_exporter({"accounts": [slow, other]})
+    exporter, client = await make_exporter({"accounts": [slow, other]})
     scrape = asyncio.ensure_future(client.get("/metrics"))
     await asyncio.sleep(0.1)
     write_config(make_exporter.tmp_path, {"accounts": [other]})
@@ -224,5 +261,7 @@ async def test_reload_does_not_drop_a_scrape_in_flight(
     response = await scrape
     found = samples(await response.text())
     assert value(found, "apibalance_balance_usd", provider="capmonster", account="slow") == 9.0
+    # Its series, written for that scrape, are not kept: they hold its provider and key.
+    assert list(exporter._written._by_name) == ["other"]
     after = samples(await (await client.get("/metrics")).text())
     assert accounts_in(after, "apibalance_up") == {"other"}
