@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
-from exporter import __version__, debug, logs
+from exporter import __version__, logs
 from exporter.config import Config, load_config
 from exporter.configfile import ConfigError, Problem, attempt
 from exporter.connections import (
@@ -324,7 +324,7 @@ def _checked(load: Callable[[str], T], path: str) -> T | None:
 
 async def collect_once_and_print(args: argparse.Namespace) -> int:
     """Collect every account once and print the table; 0 when every account is up."""
-    from exporter import once
+    from exporter import debug, once
 
     simulator: Simulator | None = None
     try:

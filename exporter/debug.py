@@ -9,12 +9,10 @@
       values.balance_usd: data.balanse -> null (values.balance_usd is null or missing)
     outcome: up 0, reason invalid_response: values.balance_usd is null or missing
 
-Recording costs the normal scrape nothing but a context-variable lookup per request and per
-expression: the hooks (in exporter.upstream and the http_json expressions) find `TRACE`
-unset unless the collection's task was started by `traced_collection`. A trace holds what
-was sent and received as it was, keys included; `render` redacts every registered secret, in
-every encoding it may travel in (a query string, a path segment, a JSON string), before
-anything is shown.
+What is recorded, and how, is exporter.trace: every process loads it, while this module is
+loaded by the first debug request. A trace holds what was sent and received as it was, keys
+included; `render` redacts every registered secret, in every encoding it may travel in (a
+query string, a path segment, a JSON string), before anything is shown.
 """
 
 from __future__ import annotations
@@ -23,97 +21,21 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping
-from contextvars import ContextVar
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from exporter import logs
 from exporter.model import CollectError, Reading
 from exporter.settings import human_duration
+from exporter.trace import MAX_BODY_SHOWN, Received, Sent, Trace, ValueRead
 
 if TYPE_CHECKING:
     from exporter.engine import AccountState, Clock, Engine, Outcome, Snapshot
 
-# Set only in the task of a debug collection (tasks copy the context they are created in).
-TRACE: ContextVar[Trace | None] = ContextVar("apibalance_debug_trace", default=None)
-
-MAX_BODY_SHOWN = 4096
-# Of an answer, a trace keeps what can be shown (up to 4 bytes a character) and as much again
-# for a key that starts within it: the last trace of each account stays in memory.
-KEPT_BODY_BYTES = 8 * MAX_BODY_SHOWN
 MAX_RESULT_SHOWN = 300
 # Expressions whose result is itself a secret: shown as redacted whatever it is.
 SECRET_RESULTS = frozenset({"login.token"})
-# Headers whose values are the client's own, never a credential.
-PLAIN_HEADERS = frozenset({"user-agent", "accept", "accept-encoding", "content-type"})
-
-
-@dataclass(frozen=True, slots=True)
-class Sent:
-    number: int
-    method: str
-    url: str
-    header_names: tuple[str, ...]
-    body: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    number: int
-    status: int
-    content_type: str
-    size: int
-    body: bytes  # the start only: what is shown, and room for a key running past its end
-
-
-@dataclass(frozen=True, slots=True)
-class NoAnswer:
-    number: int
-    error: CollectError
-
-
-@dataclass(frozen=True, slots=True)
-class ValueRead:
-    what: str
-    expression: str
-    result: Any = None
-    error: str | None = None
-
-
-@dataclass
-class Trace:
-    """What one collection sent and received, and what its expressions found, in order."""
-
-    steps: list[Sent | Received | NoAnswer | ValueRead] = field(default_factory=list)
-
-    requests: int = 0
-    # The values of the headers sent (but the client's own): a header carries a credential
-    # in forms the secrets themselves are not in (`Basic dXNlcjprZXk=`, a login's token).
-    header_values: set[str] = field(default_factory=set)
-
-    def sent(self, method: str, url: object, headers: Mapping[str, str], body: bytes | None) -> int:
-        """Record a request; its number, for its answer (requests may run side by side)."""
-        self.requests += 1
-        self.steps.append(Sent(self.requests, method, str(url), tuple(headers), body))
-        for name, value in headers.items():
-            if name.lower() not in PLAIN_HEADERS:
-                self.header_values.update(
-                    part for part in (value, *value.split()) if len(part) >= logs.MIN_SECRET_LENGTH
-                )
-        return self.requests
-
-    def received(self, number: int, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        kind = headers.get("Content-Type", "")
-        self.steps.append(Received(number, status, kind, len(body), body[:KEPT_BODY_BYTES]))
-
-    def failed(self, number: int, error: CollectError) -> None:
-        self.steps.append(NoAnswer(number, error))
-
-    def read(
-        self, what: str, expression: str, result: Any = None, error: str | None = None
-    ) -> None:
-        self.steps.append(ValueRead(what, expression, result, error))
 
 
 @dataclass(frozen=True, slots=True)

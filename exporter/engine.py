@@ -31,10 +31,10 @@ from typing import Protocol
 
 from exporter import logs
 from exporter.config import Account, Config
-from exporter.debug import TRACE, Trace
 from exporter.model import CollectError, Reading, Reason
 from exporter.settings import human_duration
 from exporter.status import Peaks
+from exporter.trace import TRACE, Trace
 from exporter.upstream import DEFAULT_RETRY_AFTER, Upstream
 
 log = logging.getLogger(__name__)

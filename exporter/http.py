@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client.registry import Collector
 
-from exporter import debug
 from exporter.connections import limit_head_size, mark_passed_checks
 from exporter.engine import Engine, Snapshot
 from exporter.metrics import (
@@ -169,6 +168,8 @@ class Exporter:
         if name not in self.engine.states:
             return web.Response(status=400, text="unknown account (not in the config)\n")
         if request.query.get("debug", "").lower() in ("true", "1"):
+            from exporter import debug
+
             debugged = await debug.traced_collection(self.engine, name)
             return web.Response(text=debug.render(debugged))
         snapshots = await self._collect([name], scrape_timeout(request))

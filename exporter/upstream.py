@@ -26,8 +26,8 @@ import aiohttp
 import yarl
 
 from exporter import __version__
-from exporter.debug import TRACE
 from exporter.model import CollectError, Reason
+from exporter.trace import TRACE
 
 log = logging.getLogger(__name__)
 

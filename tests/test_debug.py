@@ -21,6 +21,7 @@ from exporter.cli import main
 from exporter.config import build_config
 from exporter.engine import Engine
 from exporter.once import collect_once
+from exporter.trace import MAX_BODY_SHOWN, TRACE
 from exporter.upstream import Upstream
 from exporter.webconfig import load_web_config
 from tests.helpers import http_json_account, write_config
@@ -191,11 +192,11 @@ async def test_a_long_answer_is_cut_after_redaction(echo: Echo, upstream: Upstre
     assert '"x' + "x" * 100 in text
     assert "... (cut)" in text
     assert "answer 1: HTTP 200, application/json; charset=utf-8, 10" in text
-    assert max(len(line) for line in text.splitlines()) < debug.MAX_BODY_SHOWN + 100
+    assert max(len(line) for line in text.splitlines()) < MAX_BODY_SHOWN + 100
     # A key echoed across the cut: redacted first, so not even its start is left standing.
     head = '{"data": {"balance": "'
     # Seven characters before the cut: too few for the log's rule on echoed starts of keys.
-    echo.balance = "x" * (debug.MAX_BODY_SHOWN - 7 - len(head)) + CANARY
+    echo.balance = "x" * (MAX_BODY_SHOWN - 7 - len(head)) + CANARY
     text = await traced(echo, upstream, settings(echo, CANARY, "header"))
     assert CANARY[:7] not in text
 
@@ -249,7 +250,7 @@ async def test_the_normal_path_records_nothing(echo: Echo, upstream: Upstream) -
         upstream,
     )
     await engine.collect()
-    assert debug.TRACE.get() is None
+    assert TRACE.get() is None
     assert engine.states["acct"].last_trace is None
 
 

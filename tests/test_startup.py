@@ -51,13 +51,14 @@ LAZY_WHEN_SERVING = (
     "bcrypt",
     "exporter.webconfig",
     "exporter.landing",
+    "exporter.debug",
     "exporter.once",
     "difflib",
 )
 
 # Starts the exporter in a fresh interpreter, as `python -m exporter` does, on one datalabs
-# account of a real upstream on loopback; scrapes /metrics, then opens the landing page, and
-# says what was loaded at each step.
+# account of a real upstream on loopback; scrapes /metrics, opens the landing page, asks for a
+# debug collection, and says what was loaded at each step.
 SERVING_PROBE = textwrap.dedent(
     """
     import asyncio, base64, json, sys
@@ -77,7 +78,9 @@ SERVING_PROBE = textwrap.dedent(
         base_url = f"http://127.0.0.1:{upstream.addresses[0][1]}"
         config = Path(directory) / "apibalance.yml"
         account = {"name": "labs", "provider": "datalabs", "api_key": "k", "base_url": base_url}
-        config.write_text(json.dumps({"accounts": [account]}))  # JSON is YAML
+        # Asked at every request, so that the debug collection shows its request.
+        settings = {"global": {"cache_ttl": "0s"}, "accounts": [account]}
+        config.write_text(json.dumps(settings))  # JSON is YAML
         config.chmod(0o600)
         flags = ["--config.file", str(config)]
         if web_config:
@@ -96,6 +99,9 @@ SERVING_PROBE = textwrap.dedent(
             async with client.get(url + "/") as answer:
                 found["landing"] = (answer.status, await answer.text())
             found["after_landing"] = sorted(sys.modules)
+            async with client.get(url + "/probe?account=labs&debug=true") as answer:
+                found["debug"] = (answer.status, await answer.text())
+            found["after_debug"] = sorted(sys.modules)
         await running.close()
         await upstream.cleanup()
         print(json.dumps(found))
@@ -168,6 +174,11 @@ def test_a_running_exporter_loads_what_its_config_and_requests_use(tmp_path: Pat
     assert status == 200
     assert "labs" in page
     assert "exporter.landing" in found["after_landing"]
+    # So does a debug collection, which shows the request it sent.
+    status, text = found["debug"]
+    assert status == 200
+    assert "request 1: POST http://127.0.0.1:" in text
+    assert "exporter.debug" in found["after_debug"]
 
 
 def test_a_web_config_loads_basic_auth(tmp_path: Path) -> None:

@@ -30,8 +30,8 @@ from jmespath.parser import ParsedResult
 from jmespath.visitor import TreeInterpreter
 from pydantic import AfterValidator, Field
 
-from exporter.debug import TRACE
 from exporter.model import CollectError, Reason, numeric_string
+from exporter.trace import TRACE
 
 if TYPE_CHECKING:
     from jmespath.functions import _Signature
