@@ -311,7 +311,7 @@ def info_labels(account: Account) -> dict[str, str]:
     return labels
 
 
-def info_sample(account: Account) -> str:
+def info_sample(account: Account) -> bytes:
     """The account's apibalance_account_info line, labels sorted as prometheus_client sorts
     them."""
     return _info_line(
@@ -328,20 +328,12 @@ def _info_line(
     labels: tuple[tuple[str, str], ...],
     service: str,
     top_up_url: str | None,
-) -> str:
+) -> bytes:
     pairs = {"provider": provider_type, "account": name, **dict(labels), "service": service}
     if top_up_url is not None:
         pairs["top_up_url"] = top_up_url
     text = ",".join(f'{key}="{_escape_value(value)}"' for key, value in sorted(pairs.items()))
-    return f"{INFO.name}{{{text}}} 1.0\n"
-
-
-# Texts of sample values, kept from one scrape to the next: a scrape of cached accounts shows
-# the same values again, and working out a float's text is much of the exposition's cost.
-# Counts (ints) and positive floats only: 0.0 and -0.0 are one key with two texts. About
-# 250 bytes an entry: room for the balance, duration and last success of 1300 accounts.
-_count_text = functools.lru_cache(maxsize=256)(value_text)
-_positive_text = functools.lru_cache(maxsize=4096)(value_text)
+    return f"{INFO.name}{{{text}}} 1.0\n".encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,10 +412,9 @@ def account_lines(snapshot: Snapshot) -> tuple[bytes, ...]:
     and each sample is a few concatenations.
     """
     account = snapshot.account
-    lines = [""] * len(ACCOUNT_FAMILIES)
-    name = '{account="' + _escape_value(account.name) + '"'
-    provider = ',provider="' + _escape_value(account.provider_type) + '"'
+    name, provider = _account_labels(account.name, account.provider_type)
     ids = name + provider
+    lines = list(_NO_LINES)
     lines[_POSITION[INFO]] = info_sample(account)
     lines[_POSITION[ERRORS]] = _error_lines(name, provider, _error_counts(snapshot.errors))
     for family, labels, value in series_but_errors(snapshot):
@@ -431,32 +422,36 @@ def account_lines(snapshot: Snapshot) -> tuple[bytes, ...]:
         if pieces is None:
             pieces = _pieces(family, labels)
         sample_name, before, after = pieces
-        if value.__class__ is int:
-            text = _count_text(value)
-        elif value > 0:
-            text = _positive_text(value)
-        else:
-            text = value_text(value)
-        position = _POSITION[family]
+        # `up` is nearly always 1.
+        text = "1.0\n" if value == 1.0 else value_text(value)
         if before:
-            lines[position] += sample_name + name + before + provider + after + text
+            line = sample_name + name + before + provider + after + text
         else:
-            lines[position] += sample_name + ids + after + text
-    return tuple(map(str.encode, lines))
+            line = sample_name + ids + after + text
+        lines[_POSITION[family]] += line.encode()
+    return tuple(lines)
+
+
+@functools.lru_cache(maxsize=4096)
+def _account_labels(name: str, provider_type: str) -> tuple[str, str]:
+    """The text of the account's `account` and `provider` labels in a sample line."""
+    account = '{account="' + _escape_value(name) + '"'
+    return account, ',provider="' + _escape_value(provider_type) + '"'
 
 
 _POSITION = {family: position for position, family in enumerate(ACCOUNT_FAMILIES)}
+_NO_LINES = (b"",) * len(ACCOUNT_FAMILIES)
 _error_counts = operator.itemgetter(*Reason)
 
 
 # Nearly always all 0, and the same from one scrape to the next: 7 of an account's 11 lines.
 @functools.lru_cache(maxsize=4096)
-def _error_lines(name: str, provider: str, counts: tuple[int, ...]) -> str:
+def _error_lines(name: str, provider: str, counts: tuple[int, ...]) -> bytes:
     lines = []
     for (_, labels), count in zip(_REASON_LABELS, counts, strict=True):
         sample_name, before, after = _pieces(ERRORS, labels)
-        lines.append(sample_name + name + before + provider + after + _count_text(count))
-    return "".join(lines)
+        lines.append(sample_name + name + before + provider + after + value_text(count))
+    return "".join(lines).encode()
 
 
 # The same few label values (reasons, queues, credit types) come back on every account.
