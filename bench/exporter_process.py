@@ -67,6 +67,13 @@ class Build:
             [python, "-c", _DESCRIBE], cwd="/", capture_output=True, text=True, check=True
         ).stdout
         root, total, per_host = json.loads(found)
+        # The exporter runs from bytecode compiled beforehand, as the image (Dockerfile) and a
+        # pip install have it. Where PYTHONDONTWRITEBYTECODE is set and the tree has none,
+        # every start would compile every module of the exporter, and the compiler's leftovers
+        # are 1.3 MiB of RSS at 10 accounts that no installed exporter has.
+        subprocess.run(
+            [python, "-m", "compileall", "-q", str(Path(root) / "exporter")], cwd="/", check=True
+        )
         return cls(name, python, Path(root), Defaults(total, per_host))
 
     def versions(self) -> str:
