@@ -361,8 +361,8 @@ class AccountCollector(TextCollector):
     """Per-account series of one scrape (everything `/probe` returns), as `account_series`
     describes them.
 
-    `collect()` gives them to prometheus_client; `exposition()` writes the same text itself,
-    which is what `render()` uses: on a scrape of many accounts it is several times faster.
+    `collect()` gives them to prometheus_client; `write()` writes the same text itself, which
+    is what `render()` uses: on a scrape of many accounts it is several times faster.
     With `written`, accounts shown as the scrape before showed them (a cached answer) are not
     written again.
     """
