@@ -348,8 +348,10 @@ class AccountHttp:
         decoder = _BoundedDecoder.for_encoding(response.headers.get("Content-Encoding", ""))
         if length is not None:
             # aiohttp's parser ends the body at Content-Length (at most MAX_BODY_BYTES here), so
-            # it can be read whole, in one step rather than a chunk at a time.
-            decoder.feed(await response.content.read())
+            # it can be read whole, in one step rather than a chunk at a time; a small answer
+            # has usually come whole with its head, and is taken without a wait.
+            content = response.content
+            decoder.feed(content.read_nowait() if content.is_eof() else await content.read())
             return Answer(status, decoder.finish(), response.headers)
         size = 0
         async for chunk in response.content.iter_chunked(READ_CHUNK_BYTES):
