@@ -214,12 +214,12 @@ class AccountState:
         account: Account,
         upstream: Upstream,
         clock: Clock,
-        deadlines: Deadlines | None = None,
+        deadlines: Deadlines,
     ) -> None:
         self.account = account
         self._upstream = upstream
         self._clock = clock
-        self._deadlines = deadlines or Deadlines()
+        self._deadlines = deadlines
         self.last: Outcome | None = None
         self.last_success_wall: float | None = None
         # Kept after failures for the landing page only: metrics never show a stale value.
@@ -294,12 +294,12 @@ class AccountState:
             fetched = await account.provider.fetch(http)
             self._check_currency(fetched)
             reading = fetched
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, TimeoutError) as stopped:
             # As asyncio.timeout does: a cancellation from anywhere else (shutdown) goes on.
-            if not self._deadlines.expired(task) or task.uncancel() > 0:
+            if isinstance(stopped, asyncio.CancelledError) and (
+                not self._deadlines.expired(task) or task.uncancel() > 0
+            ):
                 raise
-            error = CollectError(Reason.TIMEOUT, f"no answer within {account.timeout:.3g}s")
-        except TimeoutError:
             error = CollectError(Reason.TIMEOUT, f"no answer within {account.timeout:.3g}s")
         except CollectError as failure:
             # Its traceback holds every frame the error passed through, the answer's body and

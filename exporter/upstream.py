@@ -286,44 +286,17 @@ class AccountHttp:
             await limit.acquire()
             try:
                 self.requests += 1
-                try:
-                    async with self._upstream.session.request(
-                        method,
-                        url,
-                        headers=headers,
-                        data=data,
-                        allow_redirects=False,
-                        timeout=timeout,
-                    ) as response:
-                        return await self._read(response)
-                except aiohttp.ConnectionTimeoutError:
-                    raise CollectError(
-                        Reason.CONNECTION, "connect timed out", transient=True
-                    ) from None
-                except aiohttp.ServerDisconnectedError:
-                    raise CollectError(
-                        Reason.CONNECTION, "server closed the connection", transient=True
-                    ) from None
-                except aiohttp.ClientPayloadError:
-                    raise CollectError(
-                        Reason.CONNECTION, "response body cut short", transient=True
-                    ) from None
-                except aiohttp.ClientConnectorError as error:
-                    # The OS error text names host and port only, never path, headers or body.
-                    raise CollectError(
-                        Reason.CONNECTION,
-                        f"cannot connect: {error.os_error.strerror or 'refused'}",
-                        transient=True,
-                    ) from None
-                except aiohttp.ClientResponseError as error:
-                    raise CollectError(
-                        Reason.HTTP, f"malformed HTTP response ({error.status})"
-                    ) from None
-                except aiohttp.ClientError as error:
-                    raise CollectError(
-                        Reason.CONNECTION, type(error).__name__, transient=True
-                    ) from None
-
+                async with self._upstream.session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=data,
+                    allow_redirects=False,
+                    timeout=timeout,
+                ) as response:
+                    return await self._read(response)
+            except aiohttp.ClientError as error:
+                raise _collect_error(error) from None
             finally:
                 limit.release()
         finally:
@@ -360,6 +333,26 @@ class AccountHttp:
                 raise CollectError(Reason.INVALID_RESPONSE, "body larger than 1 MiB")
             decoder.feed(chunk)
         return Answer(status, decoder.finish(), response.headers)
+
+
+def _collect_error(error: aiohttp.ClientError) -> CollectError:
+    """What a failed request means for the collection."""
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return CollectError(Reason.CONNECTION, "connect timed out", transient=True)
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return CollectError(Reason.CONNECTION, "server closed the connection", transient=True)
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return CollectError(Reason.CONNECTION, "response body cut short", transient=True)
+    if isinstance(error, aiohttp.ClientConnectorError):
+        # The OS error text names host and port only, never path, headers or body.
+        return CollectError(
+            Reason.CONNECTION,
+            f"cannot connect: {error.os_error.strerror or 'refused'}",
+            transient=True,
+        )
+    if isinstance(error, aiohttp.ClientResponseError):
+        return CollectError(Reason.HTTP, f"malformed HTTP response ({error.status})")
+    return CollectError(Reason.CONNECTION, type(error).__name__, transient=True)
 
 
 class _BoundedDecoder:
