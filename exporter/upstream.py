@@ -272,9 +272,7 @@ class AccountHttp:
         remaining = self._remaining()
         if remaining <= 0:
             raise CollectError(Reason.TIMEOUT, "no time left in the scrape budget")
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=max(remaining * CONNECT_TIMEOUT_SHARE, 0.05)
-        )
+        timeout = _connect_timeout(max(remaining * CONNECT_TIMEOUT_SHARE, 0.05))
         # The host's bound first: a request waiting for its host holds no slot of the
         # process's, which requests to other hosts can use meanwhile. Taken and given back by
         # hand rather than with `async with`, whose enter and exit are two coroutines more per
@@ -333,6 +331,18 @@ class AccountHttp:
                 raise CollectError(Reason.INVALID_RESPONSE, "body larger than 1 MiB")
             decoder.feed(chunk)
         return Answer(status, decoder.finish(), response.headers)
+
+
+def _connect_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts for a request that may take `seconds` to connect, in whole
+    hundredths (down): requests sent together share one, whose making was 1.3 % of the
+    instructions of a collection (callgrind)."""
+    return _connect_timeout_of(int(seconds * 100))
+
+
+@functools.lru_cache(maxsize=256)
+def _connect_timeout_of(hundredths: int) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=hundredths / 100)
 
 
 def _collect_error(error: aiohttp.ClientError) -> CollectError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from exporter.config import build_config, parse_config
 from exporter.configfile import ConfigError
 from exporter.demo import Fault, SimAccount, Simulator, delay, respond
 from exporter.engine import Engine
-from exporter.model import Reason
+from exporter.model import CollectError, Reason
 from exporter.providers import BUILT_IN
 from exporter.upstream import Upstream
 from tests.conftest import AiohttpClient, ExporterFactory
@@ -871,3 +872,42 @@ async def test_a_scrape_giving_up_early_hides_nothing_from_other_scrapers(
     found = samples(await (await client.get("/metrics")).text())
     assert value(found, "apibalance_up", provider="anticaptcha", account="ac") == 1.0
     assert simulator.calls[("anticaptcha", "impatient-key")] == 1
+
+
+@pytest.fixture
+def unanswered_connect() -> Iterator[str]:
+    """A base URL on loopback whose connections are never completed, as behind a firewall
+    that drops packets: a listening socket whose queue (of one) is full, so the kernel drops
+    every further handshake."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        fillers: list[socket.socket] = []
+        try:
+            while True:  # until a handshake goes unanswered: the queue is full
+                assert len(fillers) < 16, "the listening queue never filled"
+                try:
+                    fillers.append(socket.create_connection(address, timeout=0.2))
+                except TimeoutError:
+                    break
+            yield f"http://127.0.0.1:{address[1]}"
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def test_a_connection_never_completed_is_given_up_within_the_deadline(
+    unanswered_connect: str, upstream: Upstream
+) -> None:
+    # Connecting may take half of what is left: the first attempt gives up at half the
+    # deadline, leaving time for another.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    http = upstream.for_account(unanswered_connect, started + 1.0)
+    with pytest.raises(CollectError) as raised:
+        async with asyncio.timeout(5):  # without a connect timeout it would wait for ever
+            await http.request("GET", "/balance")
+    assert (raised.value.reason, raised.value.cause) == (Reason.CONNECTION, "connect timed out")
+    assert http.requests >= 2
+    assert loop.time() - started < 1.0
