@@ -33,7 +33,15 @@ from pathlib import Path
 
 from exporter_process import Build, Placement
 from fake_upstream import MAX_HOSTS, FakeUpstream, bench_accounts
-from measurements import Bounds, Results, Run, measure_cached, measure_uncached, reference_ms
+from measurements import (
+    Bounds,
+    Results,
+    Run,
+    measure_cached,
+    measure_probed,
+    measure_uncached,
+    reference_ms,
+)
 from report import goals, report
 from scrapers import by_hand
 
@@ -163,6 +171,11 @@ def run(
                                 result.by_hand_seconds = seconds
                                 result.by_hand_estimated = len(asked) < accounts
                         results.uncached += found
+            for latency in latencies:
+                progress(f"probed: {max(counts)} accounts, {latency} ms")
+                results.probed += measure_probed(
+                    measured, max(counts), latency, args.scrapes, args.budget
+                )
             cached_accounts = max(counts)
             progress(f"cached: {cached_accounts} accounts")
             results.cached = measure_cached(

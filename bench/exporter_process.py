@@ -129,6 +129,11 @@ def free_port() -> int:
         return port
 
 
+def account_name(index: int) -> str:
+    """The name of the config's account number `index` (from 0)."""
+    return f"acct-{index:05d}"
+
+
 def write_config(
     directory: Path,
     upstream: FakeUpstream,
@@ -143,7 +148,7 @@ def write_config(
     lines.append("accounts:")
     for i, (provider, key) in enumerate(bench_accounts(accounts)):
         lines += [
-            f"  - name: acct-{i:05d}",
+            f"  - name: {account_name(i)}",
             f"    provider: {provider}",
             f"    api_key: {key}",
             f"    base_url: {upstream.base_url(latency_ms, provider, i % hosts)}",

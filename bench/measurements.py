@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter_process import Build, Placement, running_exporters, write_config
+from exporter_process import Build, Placement, account_name, running_exporters, write_config
 from fake_upstream import BALANCE, FakeUpstream
 from scrapers import Scraper, concurrent_scrapes
 
@@ -125,10 +125,35 @@ class Cached(Timed):
 
 
 @dataclass
+class Probed(Timed):
+    """Scrapes of one account each through `/probe`, as a sharded Prometheus job sends them."""
+
+    build: str
+    accounts: int  # in the config; each scrape asks one of them
+    latency_ms: int
+    scrapes: list[float]
+    cpu_seconds: float
+    upstream_requests: int
+
+    @property
+    def ratio(self) -> float:
+        return self.median_ms / self.latency_ms
+
+    @property
+    def cpu_ms_per_probe(self) -> float:
+        return self.cpu_seconds * 1000 / len(self.scrapes)
+
+    @property
+    def requests_per_probe(self) -> float:
+        return self.upstream_requests / len(self.scrapes)
+
+
+@dataclass
 class Results:
     builds: list[Build]
     uncached: list[Uncached] = field(default_factory=list)
     cached: list[Cached] = field(default_factory=list)
+    probed: list[Probed] = field(default_factory=list)
     reference_ms: list[float] = field(default_factory=list)
 
     def of(self, build: Build) -> Results:
@@ -137,6 +162,7 @@ class Results:
             [build],
             [r for r in self.uncached if r.build == build.name],
             [r for r in self.cached if r.build == build.name],
+            [r for r in self.probed if r.build == build.name],
             self.reference_ms,
         )
 
@@ -317,3 +343,39 @@ def measure_cached(
                 )
             )
     return results
+
+
+def measure_probed(
+    run: Run, accounts: int, latency_ms: int, scrapes: int | None, budget_seconds: float
+) -> list[Probed]:
+    """Each account asked through `/probe` in turn, one scrape each, nothing cached: what a
+    scrape costs when Prometheus shares the accounts out as targets (several replicas)
+    rather than asking them all with one `/metrics`. Interleaved between builds."""
+    bounds = Bounds(max(accounts, 1), max(accounts, 1))
+    count = scrape_count(scrapes, len(run.builds) * (latency_ms / 1000 + 0.005), budget_seconds)
+    with running_exporters(
+        configs(run, accounts, latency_ms, 1, "0s", bounds), run.placement
+    ) as exporters:
+        scrapers = [Scraper(exporter.port) for exporter in exporters]
+        # Warm-up: a /metrics scrape opens a connection for every account, as Prometheus's
+        # first round of probes would; then a probe, the first down this path.
+        for scraper in scrapers:
+            scraper.checked(accounts)
+            scraper.probe(account_name(0))
+        times: list[list[float]] = [[] for _ in exporters]
+        cpu = [0.0] * len(exporters)
+        requests = [0] * len(exporters)
+        for n in range(count):
+            account = account_name(n % accounts)
+            for i, (exporter, scraper) in enumerate(zip(exporters, scrapers, strict=True)):
+                before_cpu = exporter.cpu_seconds()
+                before_requests = run.upstream.requests
+                times[i].append(scraper.probe(account))
+                cpu[i] += exporter.cpu_seconds() - before_cpu
+                requests[i] += run.upstream.requests - before_requests
+        for scraper in scrapers:
+            scraper.close()
+        return [
+            Probed(exporter.build.name, accounts, latency_ms, times[i], cpu[i], requests[i])
+            for i, exporter in enumerate(exporters)
+        ]

@@ -159,6 +159,39 @@ def report(results: Results, seconds: float, placement: str) -> str:
         ],
         rows,
     )
+    if results.probed:
+        lines += [
+            "",
+            "Probed scrapes (cache_ttl 0s): /probe?account=..., one account a scrape, each in"
+            " turn, as a Prometheus job sharing the accounts out as targets asks them",
+        ]
+        lines += table(
+            (["build"] if compare else [])
+            + [
+                "accounts",
+                "upstream ms",
+                "scrapes",
+                "median ms",
+                "p95 ms",
+                "median/upstream",
+                "CPU ms/probe",
+                "upstream requests/probe",
+            ],
+            [
+                ([p.build] if compare else [])
+                + [
+                    str(p.accounts),
+                    str(p.latency_ms),
+                    str(len(p.scrapes)),
+                    fmt(p.median_ms),
+                    fmt(p.p95_ms),
+                    fmt(p.ratio, 2) + "x",
+                    fmt(p.cpu_ms_per_probe, 3),
+                    fmt(p.requests_per_probe, 2),
+                ]
+                for p in results.probed
+            ],
+        )
     if results.cached:
         scrapers = results.cached[0].scrapers
         lines += ["", "Cached scrapes (cache_ttl 1h): no upstream request"]

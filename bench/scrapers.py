@@ -30,10 +30,10 @@ class Scraper:
     def __init__(self, port: int) -> None:
         self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
-    def scrape(self) -> tuple[float, bytes]:
-        """One GET /metrics: seconds until the whole answer is in, and the decoded body."""
+    def scrape(self, path: str = "/metrics") -> tuple[float, bytes]:
+        """One GET of `path`: seconds until the whole answer is in, and the decoded body."""
         started = time.perf_counter()
-        self._connection.request("GET", "/metrics", headers=PROMETHEUS_HEADERS)
+        self._connection.request("GET", path, headers=PROMETHEUS_HEADERS)
         response = self._connection.getresponse()
         body = response.read()
         elapsed = time.perf_counter() - started
@@ -49,6 +49,13 @@ class Scraper:
         up = accounts_up(body)
         if up != accounts:
             raise RuntimeError(f"only {up} of {accounts} accounts up: the benchmark is broken")
+        return elapsed
+
+    def probe(self, account: str) -> float:
+        """One GET /probe of `account`, which must be up: seconds it took."""
+        elapsed, body = self.scrape(f"/probe?account={account}")
+        if accounts_up(body) != 1:
+            raise RuntimeError(f"{account} is not up: the benchmark is broken")
         return elapsed
 
     def close(self) -> None:

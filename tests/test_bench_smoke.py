@@ -33,6 +33,7 @@ def test_quick_benchmark_prints_the_whole_table() -> None:
         "apibalance-exporter benchmark:",
         "Uncached scrapes (cache_ttl 0s)",
         "Cached scrapes (cache_ttl 1h)",
+        "Probed scrapes (cache_ttl 0s)",
         "Goals",
     ):
         assert heading in out, heading
@@ -49,6 +50,8 @@ def test_quick_benchmark_prints_the_whole_table() -> None:
         "CPU ms/scrape",
         "soak scrapes",
         "RSS MiB before soak",
+        "CPU ms/probe",
+        "upstream requests/probe",
     ):
         assert column in out, column
     # The uncached row: 10 accounts at 50 ms, max_concurrency 10, and the by-hand ratio.
@@ -56,6 +59,10 @@ def test_quick_benchmark_prints_the_whole_table() -> None:
     assert uncached[:3] == ["10", "50", "10"]
     assert uncached[-1].endswith("x")
     assert row_after(out, "Cached")[0] == "10"
+    # Each probe asked its one account upstream: nothing came from a cache.
+    probed = row_after(out, "Probed")
+    assert probed[:2] == ["10", "50"]
+    assert probed[-1] == "1.00"
     for goal in (
         "100 accounts at 200 ms",
         "1000 accounts at 200 ms",
@@ -83,6 +90,9 @@ def test_a_baseline_is_measured_beside_this_tree() -> None:
     assert "Builds compared interleaved" in out
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("Uncached"))
+    assert lines[start + 3].split()[:3] == ["this", "tree", "10"]
+    assert lines[start + 4].split()[:2] == ["baseline", "10"]
+    start = next(i for i, line in enumerate(lines) if line.startswith("Probed"))
     assert lines[start + 3].split()[:3] == ["this", "tree", "10"]
     assert lines[start + 4].split()[:2] == ["baseline", "10"]
     assert "Goals (this tree)" in out
