@@ -6,12 +6,19 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter_process import Build, Placement, account_name, running_exporters, write_config
+from exporter_process import (
+    Build,
+    Exporter,
+    Placement,
+    account_name,
+    running_exporters,
+    write_config,
+)
 from fake_upstream import BALANCE, FakeUpstream
 from scrapers import Scraper, concurrent_scrapes
 
@@ -225,6 +232,36 @@ def configs(
     return found
 
 
+@dataclass
+class Turns:
+    """Each build's scrape times, CPU seconds and growth of an upstream count, by build."""
+
+    times: list[list[float]]
+    cpu: list[float]
+    counted: list[int]
+
+
+def in_turns(
+    exporters: Sequence[Exporter],
+    scrapers: Sequence[Scraper],
+    rounds: int,
+    scrape: Callable[[Scraper, int], float],
+    count: Callable[[], int],
+) -> Turns:
+    """`rounds` rounds of one scrape of each build in turn, so that a change of the machine's
+    speed meets them all alike: `scrape(scraper, round)` gives its time; the exporter's CPU
+    and what `count` counts (at the upstream) are read around each."""
+    turns = Turns([[] for _ in exporters], [0.0] * len(exporters), [0] * len(exporters))
+    for n in range(rounds):
+        for i, (exporter, scraper) in enumerate(zip(exporters, scrapers, strict=True)):
+            before_cpu = exporter.cpu_seconds()
+            before = count()
+            turns.times[i].append(scrape(scraper, n))
+            turns.cpu[i] += exporter.cpu_seconds() - before_cpu
+            turns.counted[i] += count() - before
+    return turns
+
+
 def measure_uncached(
     run: Run,
     accounts: int,
@@ -252,16 +289,13 @@ def measure_uncached(
         for _ in range(2):
             for scraper in scrapers:
                 scraper.checked(accounts)
-        times: list[list[float]] = [[] for _ in exporters]
-        cpu = [0.0] * len(exporters)
-        connections = [0] * len(exporters)
-        for _ in range(count):
-            for i, (exporter, scraper) in enumerate(zip(exporters, scrapers, strict=True)):
-                before_cpu = exporter.cpu_seconds()
-                before_connections = run.upstream.connections
-                times[i].append(scraper.checked(accounts))
-                cpu[i] += exporter.cpu_seconds() - before_cpu
-                connections[i] += run.upstream.connections - before_connections
+        turns = in_turns(
+            exporters,
+            scrapers,
+            count,
+            lambda scraper, _: scraper.checked(accounts),
+            lambda: run.upstream.connections,
+        )
         results = []
         for i, exporter in enumerate(exporters):
             rss, peak = exporter.memory_mib()
@@ -276,9 +310,9 @@ def measure_uncached(
                     total,
                     per_host,
                     bounds.default,
-                    times[i],
-                    cpu[i],
-                    connections[i],
+                    turns.times[i],
+                    turns.cpu[i],
+                    turns.counted[i],
                     rss,
                     peak,
                 )
@@ -303,16 +337,14 @@ def measure_cached(
         for _ in range(3):
             for scraper in sequential:
                 scraper.checked(accounts)
-        times: list[list[float]] = [[] for _ in exporters]
-        cpu = [0.0] * len(exporters)
-        connections = [0] * len(exporters)
-        for _ in range(scrapes or 50):
-            for i, (exporter, scraper) in enumerate(zip(exporters, sequential, strict=True)):
-                before_cpu = exporter.cpu_seconds()
-                before_connections = run.upstream.connections
-                times[i].append(scraper.checked(accounts))
-                cpu[i] += exporter.cpu_seconds() - before_cpu
-                connections[i] += run.upstream.connections - before_connections
+        turns = in_turns(
+            exporters,
+            sequential,
+            scrapes or 50,
+            lambda scraper, _: scraper.checked(accounts),
+            lambda: run.upstream.connections,
+        )
+        connections = turns.counted
         for scraper in sequential:
             scraper.close()
         results = []
@@ -331,8 +363,8 @@ def measure_cached(
                 Cached(
                     exporter.build.name,
                     accounts,
-                    times[i],
-                    cpu[i],
+                    turns.times[i],
+                    turns.cpu[i],
                     scrapers,
                     done,
                     done / seconds,
@@ -362,20 +394,23 @@ def measure_probed(
         for scraper in scrapers:
             scraper.checked(accounts)
             scraper.probe(account_name(0))
-        times: list[list[float]] = [[] for _ in exporters]
-        cpu = [0.0] * len(exporters)
-        requests = [0] * len(exporters)
-        for n in range(count):
-            account = account_name(n % accounts)
-            for i, (exporter, scraper) in enumerate(zip(exporters, scrapers, strict=True)):
-                before_cpu = exporter.cpu_seconds()
-                before_requests = run.upstream.requests
-                times[i].append(scraper.probe(account))
-                cpu[i] += exporter.cpu_seconds() - before_cpu
-                requests[i] += run.upstream.requests - before_requests
+        turns = in_turns(
+            exporters,
+            scrapers,
+            count,
+            lambda scraper, n: scraper.probe(account_name(n % accounts)),
+            lambda: run.upstream.requests,
+        )
         for scraper in scrapers:
             scraper.close()
         return [
-            Probed(exporter.build.name, accounts, latency_ms, times[i], cpu[i], requests[i])
+            Probed(
+                exporter.build.name,
+                accounts,
+                latency_ms,
+                turns.times[i],
+                turns.cpu[i],
+                turns.counted[i],
+            )
             for i, exporter in enumerate(exporters)
         ]
