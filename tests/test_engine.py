@@ -38,12 +38,17 @@ def one(simulator: Simulator, provider: str, key: str, **more: Any) -> dict[str,
     return account(key, provider, key, simulator.base_url(provider), **more)
 
 
-async def test_cache_ttl_reuses_a_success(simulator: Simulator, upstream: Upstream) -> None:
+def frozen_engine(
+    simulator: Simulator, upstream: Upstream, *accounts: dict[str, Any]
+) -> tuple[Engine, FrozenClock]:
+    """An engine on these accounts whose clock moves only when the test moves it."""
     clock = FrozenClock()
-    engine = Engine(
-        config_of(simulator, one(simulator, "datalabs", "k-cache", cache_ttl="60s")),
-        upstream,
-        clock,
+    return Engine(config_of(simulator, *accounts), upstream, clock), clock
+
+
+async def test_cache_ttl_reuses_a_success(simulator: Simulator, upstream: Upstream) -> None:
+    engine, clock = frozen_engine(
+        simulator, upstream, one(simulator, "datalabs", "k-cache", cache_ttl="60s")
     )
     for _ in range(3):
         [snapshot] = await engine.collect()
@@ -55,10 +60,8 @@ async def test_cache_ttl_reuses_a_success(simulator: Simulator, upstream: Upstre
 
 
 async def test_cache_ttl_zero_always_asks(simulator: Simulator, upstream: Upstream) -> None:
-    engine = Engine(
-        config_of(simulator, one(simulator, "datalabs", "k-nocache", cache_ttl="0s")),
-        upstream,
-        FrozenClock(),
+    engine, _ = frozen_engine(
+        simulator, upstream, one(simulator, "datalabs", "k-nocache", cache_ttl="0s")
     )
     for _ in range(3):
         await engine.collect()
@@ -68,9 +71,9 @@ async def test_cache_ttl_zero_always_asks(simulator: Simulator, upstream: Upstre
 async def test_anticaptcha_is_asked_at_most_every_30s(
     simulator: Simulator, upstream: Upstream
 ) -> None:
-    clock = FrozenClock()
-    config = config_of(simulator, one(simulator, "anticaptcha", "k-anti", cache_ttl="0s"))
-    engine = Engine(config, upstream, clock)
+    engine, clock = frozen_engine(
+        simulator, upstream, one(simulator, "anticaptcha", "k-anti", cache_ttl="0s")
+    )
     await engine.collect()
     clock.advance(29)
     [snapshot] = await engine.collect()
@@ -85,10 +88,10 @@ async def test_anticaptcha_is_asked_at_most_every_30s(
 async def test_anticaptcha_reuses_a_failure_within_30s(
     simulator: Simulator, upstream: Upstream
 ) -> None:
-    clock = FrozenClock()
     simulator.add("anticaptcha", SimAccount("k-anti-fail").then(respond(500, "<html></html>")))
-    config = config_of(simulator, one(simulator, "anticaptcha", "k-anti-fail", cache_ttl="0s"))
-    engine = Engine(config, upstream, clock)
+    engine, clock = frozen_engine(
+        simulator, upstream, one(simulator, "anticaptcha", "k-anti-fail", cache_ttl="0s")
+    )
     for _ in range(3):
         [snapshot] = await engine.collect()
         assert snapshot.outcome.reason is Reason.HTTP
@@ -104,11 +107,8 @@ async def test_anticaptcha_reuses_a_failure_within_30s(
 async def test_failure_after_the_cache_expired_shows_no_stale_balance(
     simulator: Simulator, upstream: Upstream
 ) -> None:
-    clock = FrozenClock()
-    engine = Engine(
-        config_of(simulator, one(simulator, "capmonster", "k-stale", cache_ttl="30s")),
-        upstream,
-        clock,
+    engine, clock = frozen_engine(
+        simulator, upstream, one(simulator, "capmonster", "k-stale", cache_ttl="30s")
     )
     [first] = await engine.collect()
     assert first.outcome.reading is not None
@@ -126,13 +126,12 @@ async def test_failure_after_the_cache_expired_shows_no_stale_balance(
 
 
 async def test_429_is_honoured_until_retry_after(simulator: Simulator, upstream: Upstream) -> None:
-    clock = FrozenClock()
     simulator.add(
         "ocean",
         SimAccount("k-429").then(respond(429, {"detail": "slow"}, headers={"Retry-After": "120"})),
     )
-    engine = Engine(
-        config_of(simulator, one(simulator, "ocean", "k-429", cache_ttl="0s")), upstream, clock
+    engine, clock = frozen_engine(
+        simulator, upstream, one(simulator, "ocean", "k-429", cache_ttl="0s")
     )
     [snapshot] = await engine.collect()
     assert snapshot.outcome.reason is Reason.RATE_LIMITED
@@ -150,11 +149,10 @@ async def test_429_is_honoured_until_retry_after(simulator: Simulator, upstream:
 async def test_rejected_key_backs_off_exponentially(
     simulator: Simulator, upstream: Upstream
 ) -> None:
-    clock = FrozenClock()
     bad = account(
         "revoked", "datalabs", "not-a-known-key-1", simulator.base_url("datalabs"), cache_ttl="0s"
     )
-    engine = Engine(config_of(simulator, bad), upstream, clock)
+    engine, clock = frozen_engine(simulator, upstream, bad)
     calls = []
     for step in (0, AUTH_BACKOFF_BASE - 1, 2, 2 * AUTH_BACKOFF_BASE - 2, 3):
         clock.advance(step)
@@ -167,10 +165,9 @@ async def test_rejected_key_backs_off_exponentially(
 
 
 async def test_a_rotated_key_starts_afresh(simulator: Simulator, upstream: Upstream) -> None:
-    clock = FrozenClock()
     base = simulator.base_url("datalabs")
-    engine = Engine(
-        config_of(simulator, account("acct", "datalabs", "old-revoked-key", base)), upstream, clock
+    engine, _ = frozen_engine(
+        simulator, upstream, account("acct", "datalabs", "old-revoked-key", base)
     )
     [snapshot] = await engine.collect()
     assert snapshot.outcome.reason is Reason.AUTH
@@ -184,11 +181,8 @@ async def test_a_rotated_key_starts_afresh(simulator: Simulator, upstream: Upstr
 async def test_reload_keeps_cache_when_only_the_threshold_changes(
     simulator: Simulator, upstream: Upstream
 ) -> None:
-    clock = FrozenClock()
-    engine = Engine(
-        config_of(simulator, one(simulator, "vastcap", "k-keep", low_balance_usd=1)),
-        upstream,
-        clock,
+    engine, _ = frozen_engine(
+        simulator, upstream, one(simulator, "vastcap", "k-keep", low_balance_usd=1)
     )
     await engine.collect()
     # Thresholds, labels and the page to pay on change nothing the upstream is asked.
@@ -525,8 +519,7 @@ async def test_a_cached_countdown_goes_on_counting_down(upstream: Upstream) -> N
     await simulator.start()
     try:
         simulator.add("ocean", OceanAccount("k-ocean"))
-        clock = FrozenClock()
-        engine = Engine(config_of(simulator, one(simulator, "ocean", "k-ocean")), upstream, clock)
+        engine, clock = frozen_engine(simulator, upstream, one(simulator, "ocean", "k-ocean"))
         [fresh] = await engine.collect()
         clock.advance(8)
         [cached] = await engine.collect()
@@ -559,11 +552,8 @@ async def test_a_snapshot_keeps_the_error_counts_it_was_taken_with(
     simulator: Simulator, upstream: Upstream
 ) -> None:
     simulator.add("datalabs", SimAccount("k-counted", chaos=[(1.0, respond(500, "down"))]))
-    clock = FrozenClock()
-    engine = Engine(
-        config_of(simulator, one(simulator, "datalabs", "k-counted", cache_ttl="0s")),
-        upstream,
-        clock,
+    engine, clock = frozen_engine(
+        simulator, upstream, one(simulator, "datalabs", "k-counted", cache_ttl="0s")
     )
     [first] = await engine.collect()
     clock.advance(3600)
