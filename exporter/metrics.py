@@ -51,6 +51,11 @@ def _escape_value(value: str) -> str:
     return value
 
 
+def _label_text(labels: Iterable[tuple[str, str]]) -> str:
+    """`name="value"` pairs, sorted by name as prometheus_client sorts them, values escaped."""
+    return ",".join(f'{name}="{_escape_value(value)}"' for name, value in sorted(labels))
+
+
 def value_text(number: float) -> str:
     """A sample value as prometheus_client writes it (`floatToGoString`: Python's repr, with
     Go's exponent from 1e7 up, `+Inf`, `-Inf`, `NaN`), and the newline."""
@@ -332,7 +337,7 @@ def _info_line(
     pairs = {"provider": provider_type, "account": name, **dict(labels), "service": service}
     if top_up_url is not None:
         pairs["top_up_url"] = top_up_url
-    text = ",".join(f'{key}="{_escape_value(value)}"' for key, value in sorted(pairs.items()))
+    text = _label_text(pairs.items())
     return f"{INFO.name}{{{text}}} 1.0\n".encode()
 
 
@@ -555,10 +560,7 @@ def plain_exposition(metrics: Iterable[Metric], openmetrics: bool) -> str | None
             if sample.labels:
                 if not all(_LABEL_NAME.fullmatch(name) for name in sample.labels):
                     return None
-                pairs = ",".join(
-                    f'{name}="{_escape_value(value)}"'
-                    for name, value in sorted(sample.labels.items())
-                )
+                pairs = _label_text(sample.labels.items())
                 out.append(f"{sample_name}{{{pairs}}} {value_text(sample.value)}")
             else:
                 out.append(f"{sample_name} {value_text(sample.value)}")
@@ -609,10 +611,7 @@ class PlainFamily:
     def _prefix(self, values: tuple[str, ...]) -> str:
         if not values:
             return self._sample_name + " "
-        pairs = ",".join(
-            f'{label}="{_escape_value(value)}"'
-            for label, value in sorted(zip(self.labels, values, strict=True))
-        )
+        pairs = _label_text(zip(self.labels, values, strict=True))
         return f"{self._sample_name}{{{pairs}}} "
 
 
