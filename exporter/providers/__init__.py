@@ -71,22 +71,22 @@ def catalogue_names() -> list[str]:
     )
 
 
-# Each built-in type: its module in this package, and its class there.
+# Each built-in type's class, in the module of this package named as the type.
 _BUILT_IN_CLASSES = {
-    "anticaptcha": ("anticaptcha", "AntiCaptcha"),
-    "datalabs": ("datalabs", "DataLabs"),
-    "vastcap": ("vastcap", "VastCap"),
-    "decaptcha": ("decaptcha", "DeCaptcha"),
-    "ocean": ("ocean", "Ocean"),
-    "twocaptcha": ("twocaptcha", "TwoCaptcha"),
-    "capsolver": ("capsolver", "CapSolver"),
-    "capmonster": ("capmonster", "CapMonster"),
+    "anticaptcha": "AntiCaptcha",
+    "datalabs": "DataLabs",
+    "vastcap": "VastCap",
+    "decaptcha": "DeCaptcha",
+    "ocean": "Ocean",
+    "twocaptcha": "TwoCaptcha",
+    "capsolver": "CapSolver",
+    "capmonster": "CapMonster",
 }
 BUILT_IN = Registry(
     {
         **{
-            name: functools.partial(_built_in, module, class_name)
-            for name, (module, class_name) in _BUILT_IN_CLASSES.items()
+            name: functools.partial(_built_in, name, class_name)
+            for name, class_name in _BUILT_IN_CLASSES.items()
         },
         "http_json": _http_json,
     }
